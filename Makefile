@@ -1,0 +1,39 @@
+# One venv in .venv; every target that runs code installs first (idempotent).
+PY ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install run test lint format bench clean
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV) || python3 -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+$(STAMP): $(BIN)/python requirements.in requirements.lock
+	$(BIN)/pip install -q -r requirements.in -c requirements.lock
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: install
+	$(BIN)/python manage.py up
+
+# With no DATABASE_URL / REDIS_URL, `with_services` starts an embedded PostgreSQL and
+# Redis for this run only and tears them down after.
+test: install lint
+	$(BIN)/python -m config.services -- $(BIN)/python -m pytest -m "not slow and not bench" $(PYTEST_ARGS)
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: install
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+bench: install
+	$(BIN)/python -m config.services -- $(BIN)/python -m pytest -m bench -s $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) .data

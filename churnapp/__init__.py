@@ -1,0 +1,1 @@
+"""Churnapp: tenants, agents, leads, activity ingest, features, models, scoring."""

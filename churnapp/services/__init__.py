@@ -1,0 +1,1 @@
+"""Every write of churnapp: `<noun>_<verb>(*, ...)` functions, split by sub-domain."""

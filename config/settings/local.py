@@ -1,0 +1,6 @@
+"""Local development: debug on, everything else from the environment."""
+
+from .base import *  # noqa: F403
+from .base import env
+
+DEBUG = env.bool("DJANGO_DEBUG", default=True)

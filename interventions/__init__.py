@@ -1,0 +1,1 @@
+"""Interventions: the three-stage framework, policy, holdout, escalation."""

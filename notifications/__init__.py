@@ -1,0 +1,1 @@
+"""Notifications: seven channels, templates, the outbox, providers, suppression."""

@@ -1,0 +1,1 @@
+"""Simulator: a world of simulated leads for the demo, tests and benchmarks."""

@@ -1,0 +1,1 @@
+"""Tracking: lifecycle log, analytics, business impact, live dashboard."""
