@@ -111,6 +111,19 @@ CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TIMEZONE = "UTC"
 CELERY_TASK_DEFAULT_QUEUE = "default"
+# Named queues per concern, so a slow provider never starves scoring. Every task names
+# its queue; `manage.py up` starts one worker on all of them, production runs workers
+# per queue (see README).
+CELERY_QUEUE_NAMES = [
+    "default",  # housekeeping, sweepers
+    "webhooks",  # processing stored inbound webhooks
+    "scoring",  # batch and real-time rescoring, training
+    "interventions",  # orchestration, outcome evaluation, escalation
+    "sms",  # sends per channel family
+    "email",
+    "crm",  # GHL workflow and task calls
+    "realtime",  # agent alerts, push, in-app, broadcasts
+]
 CELERY_TASK_ACKS_LATE = False
 CELERY_WORKER_PREFETCH_MULTIPLIER = env.int("CELERY_WORKER_PREFETCH_MULTIPLIER", default=4)
 # Redis redelivers an unacked task after this many seconds; every retry backoff stays
