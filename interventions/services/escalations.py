@@ -56,7 +56,7 @@ def _alert_manager(escalation: Escalation, kind: str) -> None:
         channel="agent_alert",
         lead=escalation.lead,
         agent=escalation.manager,
-        template_key=f"escalation.{kind}",
+        template_key=f"escalation_{kind}",
         variant="A",
         context={
             "escalation_id": escalation.id,

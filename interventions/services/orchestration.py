@@ -261,7 +261,7 @@ def _plan_steps(
             channel=channel,
             lead=lead,
             agent=agent,
-            template_key=f"stage{intervention.stage}.{channel}",
+            template_key=f"stage{intervention.stage}",
             variant=intervention.variant.key if intervention.variant else "A",
             context={
                 "stage": intervention.stage,

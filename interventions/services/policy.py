@@ -65,6 +65,9 @@ def policy_ensure(*, tenant: Tenant) -> InterventionPolicy:
     policy = InterventionPolicy.objects.create(
         tenant=tenant, version=(latest.version + 1) if latest else 1, note="defaults"
     )
+    from interventions.services.templates import templates_ensure
+
+    templates_ensure(tenant=tenant)
     for stage, values in DEFAULT_STAGES.items():
         StagePolicy.objects.create(policy=policy, stage=stage, **values)
         MessageVariant.objects.get_or_create(tenant=tenant, stage=stage, key="A")
