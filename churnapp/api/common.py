@@ -74,3 +74,18 @@ def items_validate(serializer_class: type[serializers.Serializer], items: list, 
         code="validation_error",
         details={"items": by_index},
     )
+
+
+def items_partition(
+    serializer_class: type[serializers.Serializer], items: list
+) -> tuple[list[tuple[int, dict]], dict[str, dict]]:
+    """Type-check every item: ([(index, validated data)], {index: field errors})."""
+    valid: list[tuple[int, dict]] = []
+    errors: dict[str, dict] = {}
+    for index, item in enumerate(items):
+        serializer = serializer_class(data=item)
+        if serializer.is_valid():
+            valid.append((index, serializer.validated_data))
+        else:
+            errors[str(index)] = serializer.errors
+    return valid, errors

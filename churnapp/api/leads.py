@@ -14,11 +14,17 @@ from churnapp.api.common import (
     AwareDateTimeField,
     batch_items,
     error_responses,
-    items_validate,
+    items_partition,
 )
-from churnapp.exceptions import NotFoundError
+from churnapp.exceptions import ApplicationError, NotFoundError
 from churnapp.models import Lead, LeadStatus, RiskTier
-from churnapp.services.leads import DND_CHANNELS, MAX_BATCH, lead_upsert, leads_bulk_upsert
+from churnapp.services.leads import (
+    DND_CHANNELS,
+    MAX_BATCH,
+    lead_upsert,
+    leads_bulk_clean,
+    leads_bulk_upsert,
+)
 
 
 class LeadOutputSerializer(serializers.ModelSerializer):
@@ -239,8 +245,21 @@ class LeadBulkUpsertView(APIView):
     )
     def post(self, request):
         items = batch_items(request.data, max_items=MAX_BATCH)
-        validated = items_validate(LeadInputSerializer, items, "leads")
-        outcomes = leads_bulk_upsert(tenant=request.tenant, items=validated)
+        valid, errors = items_partition(LeadInputSerializer, items)
+        if errors:
+            # Report every problem at once: type errors and, for the other items, the
+            # domain ones (phone, time zone, agent, repeats).
+            _, domain_errors = leads_bulk_clean(
+                tenant=request.tenant,
+                items=[data for _, data in valid],
+                indexes=[index for index, _ in valid],
+            )
+            errors.update(domain_errors)
+            raise ApplicationError(
+                f"{len(errors)} of {len(items)} leads are invalid; nothing was stored.",
+                details={"items": dict(sorted(errors.items(), key=lambda kv: int(kv[0])))},
+            )
+        outcomes = leads_bulk_upsert(tenant=request.tenant, items=[data for _, data in valid])
         body = {
             "created": sum(o.created for o in outcomes),
             "updated": sum(not o.created for o in outcomes),

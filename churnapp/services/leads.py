@@ -178,24 +178,21 @@ def lead_fields_clean(
     return _clean_fields(fields, _AgentLookup(tenant, [fields]))
 
 
-def leads_bulk_upsert(
-    *, tenant: Tenant, items: Sequence[Mapping[str, Any]]
-) -> list[LeadUpsertOutcome]:
-    """Create or update up to MAX_BATCH leads by external id, all or nothing.
-
-    Each item is a mapping with `external_id` and any of WRITABLE_FIELDS. Every item is
-    validated first; if any is invalid, ApplicationError lists the errors per item
-    index and per field, and nothing is written.
-    """
-    if len(items) > MAX_BATCH:
-        raise ApplicationError(f"At most {MAX_BATCH} leads per request.", code="batch_too_large")
-    if not items:
-        raise ApplicationError("No leads given.", code="empty_batch")
+def leads_bulk_clean(
+    *,
+    tenant: Tenant,
+    items: Sequence[Mapping[str, Any]],
+    indexes: Sequence[int] | None = None,
+) -> tuple[list[tuple[str, dict]], dict[str, dict[str, str]]]:
+    """Validate and normalize a batch without writing: ([(external_id, attributes)] of
+    the valid items, {item index: {field: problem}} of the invalid ones). `indexes`
+    names the items' positions in the caller's request when it passes a subset."""
     agents = _AgentLookup(tenant, items)
     errors: dict[str, dict[str, str]] = {}
     prepared: list[tuple[str, dict]] = []
     first_index: dict[str, int] = {}
-    for index, item in enumerate(items):
+    positions = indexes if indexes is not None else range(len(items))
+    for index, item in zip(positions, items, strict=True):
         item_errors: dict[str, str] = {}
         external_id = item.get("external_id")
         if not isinstance(external_id, str) or not external_id.strip():
@@ -212,8 +209,7 @@ def leads_bulk_upsert(
             else:
                 first_index[external_id] = index
         fields = {k: v for k, v in item.items() if k != "external_id"}
-        unknown = sorted(set(fields) - WRITABLE_FIELDS)
-        for name in unknown:
+        for name in sorted(set(fields) - WRITABLE_FIELDS):
             item_errors[name] = "unknown field"
         cleaned, field_errors = _clean_fields(
             {k: v for k, v in fields.items() if k in WRITABLE_FIELDS}, agents
@@ -223,6 +219,23 @@ def leads_bulk_upsert(
             errors[str(index)] = item_errors
         else:
             prepared.append((external_id, cleaned))
+    return prepared, errors
+
+
+def leads_bulk_upsert(
+    *, tenant: Tenant, items: Sequence[Mapping[str, Any]]
+) -> list[LeadUpsertOutcome]:
+    """Create or update up to MAX_BATCH leads by external id, all or nothing.
+
+    Each item is a mapping with `external_id` and any of WRITABLE_FIELDS. Every item is
+    validated first; if any is invalid, ApplicationError lists the errors per item
+    index and per field, and nothing is written.
+    """
+    if len(items) > MAX_BATCH:
+        raise ApplicationError(f"At most {MAX_BATCH} leads per request.", code="batch_too_large")
+    if not items:
+        raise ApplicationError("No leads given.", code="empty_batch")
+    prepared, errors = leads_bulk_clean(tenant=tenant, items=items)
     if errors:
         raise ApplicationError(
             f"{len(errors)} of {len(items)} leads are invalid; nothing was stored.",

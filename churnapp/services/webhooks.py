@@ -15,7 +15,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, OperationalError, transaction
 from django.utils import timezone
 
 from churnapp.exceptions import (
@@ -212,6 +212,9 @@ def webhook_event_process(*, webhook_event_id: int) -> WebhookEvent | None:
                 )
         except ApplicationError as exc:
             event.status, event.error = WebhookStatus.FAILED, f"{exc.message} {exc.details or ''}"
+        except OperationalError:
+            # The database may answer next time: the task retries; the row stays received.
+            raise
         except Exception as exc:
             # Kept on the row for the admin's "reprocess"; the traceback goes to the log.
             logger.exception("webhook event %s failed", event.pk)

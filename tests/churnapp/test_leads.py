@@ -170,13 +170,19 @@ def test_bulk_upsert_with_one_bad_item_stores_nothing(api_client):
     response = api_client.post(BULK, {"items": items}, format="json")
     assert response.status_code == 400
     details = response.json()["error"]["details"]["items"]
-    # type errors are reported first (items 2 and 3); nothing is written either way
-    assert set(details) == {"2", "3"}
+    # type errors and domain errors are reported together, by request index
+    assert set(details) == {"1", "2", "3"}
+    assert "phone" in details["1"] and "consent_sms" in details["2"]
+    assert "external_id" in details["3"]
     assert not Lead.objects.exists()
-    response = api_client.post(BULK, {"items": items[:2]}, format="json")
-    assert response.status_code == 400
-    assert set(response.json()["error"]["details"]["items"]) == {"1"}
-    assert not Lead.objects.exists()
+
+
+def test_bulk_upsert_repeat_is_reported_by_request_index(api_client):
+    items = [{"external_id": "a"}, {"external_id": 5, "tags": "x"}, {"external_id": "a"}]
+    response = api_client.post(BULK, {"items": items}, format="json")
+    details = response.json()["error"]["details"]["items"]
+    assert set(details) == {"1", "2"}
+    assert "repeats item 0" in details["2"]["external_id"]
 
 
 def test_bulk_upsert_over_1000_is_400(api_client):

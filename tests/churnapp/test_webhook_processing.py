@@ -1,8 +1,12 @@
 """What each stored GHL event does to leads and activities; processing twice is harmless."""
 
+import base64
 import datetime as dt
+import json
 
 import pytest
+import redis
+from django.conf import settings
 from django.utils import timezone
 
 from churnapp.factories import AgentFactory, LeadFactory
@@ -14,7 +18,7 @@ from churnapp.models import (
     WebhookEvent,
     WebhookStatus,
 )
-from churnapp.services.webhooks import webhook_event_process
+from churnapp.services.webhooks import webhook_event_process, webhook_events_sweep
 from tests.churnapp.conftest import ghl_event
 
 
@@ -283,3 +287,41 @@ def test_events_of_one_tenant_never_touch_another(tenant, other_tenant):
     theirs.refresh_from_db()
     assert theirs.first_name == "Theirs"
     assert Lead.objects.get(tenant=tenant, external_id="c-1").first_name == "Mine"
+
+
+@pytest.fixture
+def webhooks_queue():
+    """The real Redis list behind the "webhooks" Celery queue, emptied before and after."""
+    client = redis.Redis.from_url(settings.CELERY_BROKER_URL)
+    client.delete("webhooks")
+    yield client
+    client.delete("webhooks")
+
+
+def test_sweep_reenqueues_only_events_stuck_in_received(tenant, webhooks_queue):
+    # given one stuck event, one fresh, one already processed
+    def stored(webhook_id, status=WebhookStatus.RECEIVED, minutes_old=10):
+        event = WebhookEvent.objects.create(
+            tenant=tenant,
+            webhook_id=webhook_id,
+            event_type="ContactCreate",
+            payload={},
+            signature_scheme="ed25519",
+            status=status,
+        )
+        WebhookEvent.objects.filter(pk=event.pk).update(
+            received_at=timezone.now() - dt.timedelta(minutes=minutes_old)
+        )
+        return event
+
+    stuck = stored("stuck")
+    stored("fresh", minutes_old=0)
+    stored("done", status=WebhookStatus.PROCESSED)
+    # when
+    count = webhook_events_sweep()
+    # then one task message is waiting on the webhooks queue, for the stuck event
+    assert count == 1
+    assert webhooks_queue.llen("webhooks") == 1
+    message = json.loads(webhooks_queue.lindex("webhooks", 0))
+    assert message["headers"]["task"] == "churnapp.webhook_process"
+    assert json.loads(base64.b64decode(message["body"]))[0] == [stuck.pk]
