@@ -149,3 +149,56 @@ def test_every_changelist_renders(superuser_client, tenant):
     for model in ("tenant", "agent", "apikey", "lead", "leadactivity", "webhookevent"):
         response = superuser_client.get(reverse(f"admin:churnapp_{model}_changelist"))
         assert response.status_code == 200, model
+
+
+def test_superuser_creates_a_key_for_any_tenant(superuser_client, other_tenant):
+    response = superuser_client.post(
+        reverse("admin:churnapp_apikey_add"),
+        {"tenant": other_tenant.pk, "name": "ops"},
+        follow=True,
+    )
+    assert response.status_code == 200
+    assert ApiKey.objects.get(name="ops").tenant == other_tenant
+
+
+def test_tenant_form_refuses_a_bad_time_zone(superuser_client, db):
+    response = superuser_client.post(
+        reverse("admin:churnapp_tenant_add"),
+        {
+            "name": "New",
+            "slug": "new",
+            "timezone": "Mars/Base",
+            "currency": "USD",
+            "saved_lead_value": "3000.00",
+            "is_active": "on",
+        },
+    )
+    assert response.status_code == 200  # the form again, with the error
+    assert "IANA" in str(response.context["adminform"].form.errors["timezone"])
+
+
+def test_lead_form_normalizes_the_phone(superuser_client, tenant):
+    lead = LeadFactory(tenant=tenant)
+    page = superuser_client.get(reverse("admin:churnapp_lead_change", args=[lead.pk]))
+    form = page.context["adminform"].form
+    data = {
+        name: ("" if value is None else value)
+        for name, value in form.initial.items()
+        if name in form.fields
+    }
+    data.update(
+        {
+            "tenant": tenant.pk,
+            "phone": "(512) 555-0177",
+            "dnd_channels": "",
+            "tags": "",
+            "custom_fields": "{}",
+            "activities-TOTAL_FORMS": "0",
+            "activities-INITIAL_FORMS": "0",
+        }
+    )
+    data = {k: v for k, v in data.items() if v is not False}
+    response = superuser_client.post(reverse("admin:churnapp_lead_change", args=[lead.pk]), data)
+    assert response.status_code == 302, response.context["adminform"].form.errors
+    lead.refresh_from_db()
+    assert lead.phone == "+15125550177"

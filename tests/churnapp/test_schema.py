@@ -28,3 +28,10 @@ def test_schema_endpoint_lists_our_paths(db):
 
 def test_schema_validates_without_warnings(db, tmp_path):
     call_command("spectacular", "--validate", "--fail-on-warn", "--file", str(tmp_path / "s.yaml"))
+
+
+def test_swagger_ui_is_served_without_a_cdn(db):
+    response = APIClient().get("/api/docs/")
+    assert response.status_code == 200
+    assert b"swagger-ui" in response.content
+    assert b"cdn.jsdelivr" not in response.content
