@@ -11,3 +11,6 @@ urlpatterns = [
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
     path("api/redoc/", SpectacularRedocView.as_view(url_name="schema"), name="redoc"),
 ]
+
+# JSON 404s in the API's error format under /api/ (see churnapp.api.errors).
+handler404 = "churnapp.api.errors.not_found_view"

@@ -193,3 +193,10 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env("LOG_LEVEL", default="INFO")},
 }
+
+# churnapp: re-enqueue stored GHL webhooks whose enqueue was lost (every 5 minutes).
+CELERY_BEAT_SCHEDULE["churnapp-webhook-sweep"] = {
+    "task": "churnapp.webhook_sweep",
+    "schedule": 300.0,
+    "options": {"queue": "default"},
+}
