@@ -27,7 +27,7 @@ class _StrictMarker(str):
         raise UnknownVariableError(f"unknown variable {var_name!r}")
 
 
-_MARKER = _StrictMarker("")
+_MARKER = _StrictMarker("%s")
 _BUILTINS = ["django.template.defaulttags", "django.template.defaultfilters"]
 _TEXT_ENGINE = Engine(autoescape=False, string_if_invalid=_MARKER, builtins=_BUILTINS)
 _HTML_ENGINE = Engine(autoescape=True, string_if_invalid=_MARKER, builtins=_BUILTINS)

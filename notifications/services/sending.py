@@ -206,7 +206,7 @@ def _settle_after_call(
     error: BackendError | None,
 ) -> SendOutcome:
     message = (
-        Message.objects.select_for_update()
+        Message.objects.select_for_update(of=("self",))
         .select_related("tenant", "lead", "agent")
         .get(pk=message_id)
     )
