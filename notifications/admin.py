@@ -47,7 +47,7 @@ class MessageEventInline(admin.TabularInline):
 def replay_messages(modeladmin, request, queryset):
     replayed = 0
     with transaction.atomic():
-        for message in queryset.select_for_update().filter(
+        for message in queryset.select_for_update(of=("self",)).filter(
             status__in=[MessageStatus.DEAD, MessageStatus.FAILED, MessageStatus.UNKNOWN]
         ):
             message_status_set(

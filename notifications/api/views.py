@@ -44,7 +44,7 @@ class PushSubscriptionRegisterApi(APIView):
     """The dashboard registers a browser's Web Push subscription for the signed-in agent
     (session), or, with an API key, for a lead given by its external id."""
 
-    class InputSerializer(serializers.Serializer):
+    class PushSubscriptionInputSerializer(serializers.Serializer):
         endpoint = serializers.URLField(max_length=1000)
         keys = inline_serializer(
             "PushKeys",
@@ -55,18 +55,21 @@ class PushSubscriptionRegisterApi(APIView):
         )
         lead_external_id = serializers.CharField(required=False, max_length=128)
 
-    class OutputSerializer(serializers.ModelSerializer):
+    class PushSubscriptionOutputSerializer(serializers.ModelSerializer):
         class Meta:
             model = PushSubscription
             fields = ["id", "endpoint", "agent", "lead", "is_active", "created_at"]
 
-    @extend_schema(request=InputSerializer, responses={201: OutputSerializer})
+    @extend_schema(
+        request=PushSubscriptionInputSerializer, responses={201: PushSubscriptionOutputSerializer}
+    )
     def post(self, request):
-        data = self.InputSerializer(data=request.data)
+        data = self.PushSubscriptionInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         tenant = request.tenant
         owner: dict = {}
-        agent = getattr(request.user, "agent", None) if request.user.is_authenticated else None
+        user = request.user
+        agent = getattr(user, "agent", None) if user is not None and user.is_authenticated else None
         if agent is not None and agent.tenant_id == tenant.pk:
             owner = {"agent": agent, "lead": None}
         elif data.validated_data.get("lead_external_id"):
@@ -92,16 +95,18 @@ class PushSubscriptionRegisterApi(APIView):
                     "is_active": True,
                 },
             )
-        return Response(self.OutputSerializer(sub).data, status=status.HTTP_201_CREATED)
+        return Response(
+            self.PushSubscriptionOutputSerializer(sub).data, status=status.HTTP_201_CREATED
+        )
 
 
 class PushSubscriptionDeleteApi(APIView):
-    class InputSerializer(serializers.Serializer):
+    class PushSubscriptionDeleteInputSerializer(serializers.Serializer):
         endpoint = serializers.URLField(max_length=1000)
 
-    @extend_schema(request=InputSerializer, responses={204: None})
+    @extend_schema(request=PushSubscriptionDeleteInputSerializer, responses={204: None})
     def post(self, request):
-        data = self.InputSerializer(data=request.data)
+        data = self.PushSubscriptionDeleteInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         deleted, _ = PushSubscription.objects.filter(
             tenant=request.tenant, endpoint=data.validated_data["endpoint"]
@@ -196,13 +201,13 @@ class GhlMessageWebhookApi(_PublicCallbackApi):
 class InAppCallbackApi(_PublicCallbackApi):
     """The brokerage app reports `received` or `read` for an in-app message (HMAC signed)."""
 
-    class InputSerializer(serializers.Serializer):
+    class InAppCallbackInputSerializer(serializers.Serializer):
         event = serializers.ChoiceField(choices=["received", "read"])
         message_id = serializers.IntegerField()
         event_id = serializers.CharField(max_length=200)
         occurred_at = serializers.DateTimeField(required=False)
 
-    @extend_schema(request=InputSerializer, responses={204: None})
+    @extend_schema(request=InAppCallbackInputSerializer, responses={204: None})
     def post(self, request, tenant_slug: str):
         tenant = _tenant(tenant_slug)
         body = request.body
@@ -213,7 +218,7 @@ class InAppCallbackApi(_PublicCallbackApi):
             signature=request.headers.get("X-Signature", ""),
         )
         try:
-            data = self.InputSerializer(data=json.loads(body))
+            data = self.InAppCallbackInputSerializer(data=json.loads(body))
         except ValueError as exc:
             raise ApplicationError("the body is not JSON", code="invalid_json") from exc
         data.is_valid(raise_exception=True)

@@ -17,7 +17,13 @@ from notifications.services.sending import outbox_sweep
 from notifications.tasks import message_send
 from notifications.tasks import outbox_sweep as outbox_sweep_task
 from tests.fakes.http import Answer
-from tests.notifications.conftest import ALL_QUEUES, channel_config, ghl_config, template_make, wait_for
+from tests.notifications.conftest import (
+    ALL_QUEUES,
+    channel_config,
+    ghl_config,
+    template_make,
+    wait_for,
+)
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -40,7 +46,12 @@ def threaded_worker(transactional_db, redis_flushed):
     from config.celery import app
 
     with start_worker(
-        app, pool="threads", concurrency=4, perform_ping_check=False, queues=ALL_QUEUES, loglevel="WARNING"
+        app,
+        pool="threads",
+        concurrency=4,
+        perform_ping_check=False,
+        queues=ALL_QUEUES,
+        loglevel="WARNING",
     ) as worker:
         yield worker
 
@@ -49,8 +60,13 @@ def _plan(tenant, lead, n: int, **kwargs) -> list[Message]:
     with transaction.atomic():
         return [
             message_request(
-                tenant=tenant, channel="sms", lead=lead, template_key="checkin", context={},
-                idempotency_key=f"m-{i}", **kwargs,
+                tenant=tenant,
+                channel="sms",
+                lead=lead,
+                template_key="checkin",
+                context={},
+                idempotency_key=f"m-{i}",
+                **kwargs,
             )
             for i in range(n)
         ]
@@ -62,7 +78,12 @@ def test_duplicate_task_deliveries_make_exactly_one_provider_request_per_message
     # given a provider that answers slowly, so duplicates overlap the first send
     ghl_config(tenant, ghl_fake, "sms", GHL_SMS)
     template_make(tenant, "sms")
-    ghl_fake.program(*[Answer(201, body={"conversationId": "c", "messageId": f"id-{i}"}, delay=0.2) for i in range(6)])
+    ghl_fake.program(
+        *[
+            Answer(201, body={"conversationId": "c", "messageId": f"id-{i}"}, delay=0.2)
+            for i in range(6)
+        ]
+    )
     messages = _plan(tenant, lead, 6)
     # when every task is delivered three times in all (redeliveries, a sweeper race)
     for message in messages:
@@ -75,7 +96,9 @@ def test_duplicate_task_deliveries_make_exactly_one_provider_request_per_message
     assert DeliveryAttempt.objects.count() == 6
 
 
-def test_a_5xx_storm_retries_then_falls_back_to_email(tenant, lead, ghl_fake, smtp_server, settings, celery_worker):
+def test_a_5xx_storm_retries_then_falls_back_to_email(
+    tenant, lead, ghl_fake, smtp_server, settings, celery_worker
+):
     # given GHL failing with 5xx on every request, and email over a real SMTP server
     settings.NOTIFICATIONS_MAX_ATTEMPTS = 3
     settings.EMAIL_HOST, settings.EMAIL_PORT = "127.0.0.1", smtp_server.port
@@ -88,11 +111,15 @@ def test_a_5xx_storm_retries_then_falls_back_to_email(tenant, lead, ghl_fake, sm
     # when
     [message] = _plan(tenant, lead, 1, fallback_channels=["email"], metadata={"intervention_id": 4})
     # then
-    wait_for(lambda: Message.objects.filter(fallback_of=message, status=MessageStatus.SENT).exists())
+    wait_for(
+        lambda: Message.objects.filter(fallback_of=message, status=MessageStatus.SENT).exists()
+    )
     message.refresh_from_db()
     assert message.status == MessageStatus.DEAD and message.attempts == 3
     assert len(ghl_fake.requests) == 3
-    assert [a.status_code for a in DeliveryAttempt.objects.filter(message=message).order_by("number")] == [500, 500, 500]
+    assert [
+        a.status_code for a in DeliveryAttempt.objects.filter(message=message).order_by("number")
+    ] == [500, 500, 500]
     fallback = Message.objects.get(fallback_of=message)
     assert fallback.channel == "email" and fallback.metadata == {"intervention_id": 4}
     assert [m["To"] for m in smtp_server.messages] == [lead.email]
@@ -127,8 +154,21 @@ def _worker_process(queues: str) -> subprocess.Popen:
     }
     return subprocess.Popen(
         [
-            sys.executable, "-m", "celery", "-A", "config", "worker", "-Q", queues, "--pool=solo",
-            "-c", "1", "--without-heartbeat", "--without-mingle", "--without-gossip", "--loglevel=WARNING",
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "config",
+            "worker",
+            "-Q",
+            queues,
+            "--pool=solo",
+            "-c",
+            "1",
+            "--without-heartbeat",
+            "--without-mingle",
+            "--without-gossip",
+            "--loglevel=WARNING",
         ],
         env=env,
         cwd=str(settings_base_dir()),
