@@ -298,6 +298,20 @@ class ChannelConfig(models.Model):
     def __str__(self) -> str:
         return f"{self.tenant}: {self.channel} -> {self.backend or 'default'}"
 
+    def clean(self) -> None:
+        from django.core.exceptions import ValidationError
+        from django.utils.module_loading import import_string
+
+        if self.backend:
+            try:
+                import_string(self.backend)
+            except ImportError as exc:
+                raise ValidationError(
+                    {"backend": f"cannot import {self.backend!r}: {exc}"}
+                ) from exc
+        if not isinstance(self.options, dict):
+            raise ValidationError({"options": "options must be a JSON object"})
+
 
 class PushSubscription(models.Model):
     """A browser's Web Push subscription, registered by the dashboard."""

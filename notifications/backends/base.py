@@ -35,8 +35,10 @@ class TransientError(BackendError):
 
 
 class PermanentError(BackendError):
-    """Will never succeed as asked: 4xx, a missing address. `suppress_reason` when the
-    provider says the recipient opted out (e.g. Twilio 21610)."""
+    """Will never succeed as asked: 4xx, a missing address. `suppress_reason` (a
+    SuppressionReason value) when the address itself must be suppressed: the provider
+    says the recipient opted out (Twilio 21610: provider_opt_out) or the mailbox was
+    refused (bounce)."""
 
     def __init__(self, message: str, *, suppress_reason: str = "", **kwargs):
         super().__init__(message, **kwargs)

@@ -63,7 +63,7 @@ class DjangoEmailBackend(BaseBackend):
             sent = payload.send()
         except smtplib.SMTPRecipientsRefused as exc:
             raise PermanentError(
-                f"recipient refused: {exc.recipients}", suppress_reason=""
+                f"recipient refused: {exc.recipients}", suppress_reason="bounce"
             ) from exc
         except smtplib.SMTPResponseException as exc:
             if 400 <= exc.smtp_code < 500:

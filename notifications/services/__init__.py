@@ -21,10 +21,17 @@ message_request(*, tenant, channel, lead=None, agent=None, template_key: str,
     assigned agent. "ghl_workflow" needs a lead and a workflow id mapped to the
     template_key in ChannelConfig(ghl_workflow).options["workflows"].
 
+template_save(*, tenant, channel, key, body_text, variant="A", subject="", body_html="",
+              sample_context=None, is_active=True) -> Template
+    Creates or updates a template; renders it against a sample context first
+    (lead, agent, tenant, risk_reasons, risk_tier, risk_score, unsubscribe_url, plus
+    sample_context) and raises ValidationError on unknown variables or bad syntax.
+
 message_cancel(*, message, reason="cancelled by caller") -> Message
     Cancels a queued (not yet sent) message; ConflictError otherwise.
 
-Fallback: a message that fails permanently, ends dead, or is suppressed starts the next
+Fallback: a message that fails permanently, ends dead, is suppressed, or is later
+reported failed/bounced by its provider starts the next
 of its fallback_channels as a new Message (idempotency key f"{key}:fb:{channel}",
 fallback_of=the first, same metadata and context); status_reason records why.
 
@@ -43,6 +50,7 @@ callbacks.message_provider_status_record(...).
 
 from notifications.services.messages import message_cancel, message_request, message_status_record
 from notifications.services.suppression import suppression_add, suppression_lift
+from notifications.services.templates import template_save
 
 __all__ = [
     "message_cancel",
@@ -50,4 +58,5 @@ __all__ = [
     "message_status_record",
     "suppression_add",
     "suppression_lift",
+    "template_save",
 ]

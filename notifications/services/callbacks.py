@@ -23,7 +23,11 @@ from notifications.models import (
     MessageStatus,
     SuppressionReason,
 )
-from notifications.services.messages import message_status_set, status_may_move
+from notifications.services.messages import (
+    message_fallback_create,
+    message_status_set,
+    status_may_move,
+)
 from notifications.services.suppression import suppression_add, suppression_lift
 from notifications.signals import message_engaged
 
@@ -193,7 +197,10 @@ def message_provider_status_record(
         if _apply(locked, new_status, reason, occurred_at):
             _engage(locked, new_status, occurred_at or timezone.now())
         return locked
-    _apply(locked, new_status, reason, occurred_at)
+    moved = _apply(locked, new_status, reason, occurred_at)
+    if moved and new_status in (MessageStatus.FAILED, MessageStatus.BOUNCED):
+        # Undelivered after all: the caller's fallback channel takes over.
+        message_fallback_create(message=locked, why=reason or f"provider reported {new_status}")
     return locked
 
 

@@ -290,11 +290,16 @@ def _settle_after_call(
             channel=message.channel,
             address=message.to_address,
             lead=message.lead,
-            reason=SuppressionReason.PROVIDER_OPT_OUT,
+            reason=error.suppress_reason,
             note=str(error)[:500],
             source=f"{message.provider}:{message.pk}",
         )
-        status = MessageStatus.SUPPRESSED
+        # A refused mailbox is a hard bounce; any other refusal means the person opted out.
+        status = (
+            MessageStatus.BOUNCED
+            if error.suppress_reason == SuppressionReason.BOUNCE
+            else MessageStatus.SUPPRESSED
+        )
     else:
         status = MessageStatus.FAILED
     message_status_set(

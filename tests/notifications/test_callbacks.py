@@ -510,3 +510,30 @@ def test_in_app_read_callback_marks_opened_and_checks_its_signature(tenant, lead
         HTTP_X_SIGNATURE=sign("s3cret", ts, wrong),
     )
     assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
+
+
+def test_an_undelivered_report_starts_the_fallback_channel(tenant, lead, twilio_fake):
+    twilio_config(tenant, twilio_fake)
+    template_make(tenant, "sms")
+    template_make(tenant, "email")
+    message = message_request(
+        tenant=tenant,
+        channel="sms",
+        lead=lead,
+        template_key="checkin",
+        context={},
+        idempotency_key="fb-cb",
+        fallback_channels=["email"],
+    )
+    message_send(message_id=message.pk)
+    message.refresh_from_db()
+    params = {
+        "MessageSid": message.provider_message_id,
+        "MessageStatus": "undelivered",
+        "ErrorCode": "30003",
+    }
+    for _ in range(2):
+        _twilio_post(Client(), _status_path(tenant, message), params, twilio_fake.auth_token)
+    message.refresh_from_db()
+    assert message.status == MessageStatus.FAILED and "30003" in message.status_reason
+    assert Message.objects.filter(fallback_of=message, channel="email").count() == 1

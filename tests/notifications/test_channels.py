@@ -12,7 +12,7 @@ import pytest
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 
-from notifications.models import DeliveryAttempt, MessageStatus, PushSubscription
+from notifications.models import DeliveryAttempt, MessageStatus, PushSubscription, Suppression
 from notifications.realtime import agent_group
 from notifications.services import message_request
 from notifications.services.sending import message_send
@@ -143,7 +143,7 @@ def test_smtp_email_has_html_text_list_unsubscribe_and_our_message_id(
     assert message.provider_message_id == f"<notification-{message.pk}@churn.local>"
 
 
-def test_smtp_refused_recipient_is_permanent(tenant, lead, smtp_server, settings):
+def test_smtp_refused_recipient_is_a_hard_bounce(tenant, lead, smtp_server, settings):
     settings.EMAIL_HOST, settings.EMAIL_PORT = "127.0.0.1", smtp_server.port
     settings.NOTIFICATIONS_EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
     smtp_server.refuse.add(lead.email)
@@ -151,7 +151,8 @@ def test_smtp_refused_recipient_is_permanent(tenant, lead, smtp_server, settings
     template_make(tenant, "email")
     message = _request(tenant, "email", lead=lead)
     _send(message)
-    assert message.status == MessageStatus.FAILED and smtp_server.messages == []
+    assert message.status == MessageStatus.BOUNCED and smtp_server.messages == []
+    assert Suppression.objects.get(tenant=tenant, channel="email").reason == "bounce"
 
 
 class PostmarkFake(FakeServer):

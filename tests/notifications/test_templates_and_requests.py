@@ -266,3 +266,18 @@ def test_cancel_a_planned_message_signals_and_refuses_twice(tenant, lead):
         "reason",
         "metadata",
     }
+
+
+def test_template_save_service_checks_and_updates(tenant):
+    from notifications.services import template_save
+
+    first = template_save(
+        tenant=tenant, channel="sms", key="k", body_text="Hi {{ lead.first_name }}"
+    )
+    again = template_save(
+        tenant=tenant, channel="sms", key="k", body_text="Hello {{ lead.first_name }}"
+    )
+    assert again.pk == first.pk and again.body_text.startswith("Hello")
+    with pytest.raises(ValidationError):
+        template_save(tenant=tenant, channel="sms", key="k", body_text="Hello {{ lead.nickname }}")
+    assert Template.objects.get(pk=first.pk).body_text.startswith("Hello {{ lead.first_name")
