@@ -10,7 +10,8 @@ from notifications.services.sending import message_send as message_send_service
 from notifications.services.sending import outbox_sweep as outbox_sweep_service
 
 
-# acks_late is safe: the conditional claim makes a redelivered task a no-op.
+# acks_late is safe: the conditional claim makes a redelivered task a no-op. The queue
+# named here is only a default: message_enqueue routes by channel family (CHANNEL_QUEUE).
 @shared_task(name="notifications.message_send", queue="sms", acks_late=True, ignore_result=True)
 def message_send(message_id: int) -> str:
     outcome = message_send_service(message_id=message_id)

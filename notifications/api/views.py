@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 
 from django.conf import settings
 from django.db import transaction
 from django.http import HttpResponse
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
 from django.utils.xmlutils import SimplerXMLGenerator
 from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers, status
@@ -14,7 +17,7 @@ from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from churnapp.exceptions import ApplicationError, NotFoundError
+from churnapp.exceptions import ApplicationError, NotFoundError, WebhookRejected
 from churnapp.models import Lead, Tenant
 from notifications.models import Channel, ChannelConfig, Message, PushSubscription
 from notifications.services.callbacks import (
@@ -190,12 +193,27 @@ class GhlMessageWebhookApi(_PublicCallbackApi):
             payload = json.loads(body)
         except ValueError as exc:
             raise ApplicationError("the body is not JSON", code="invalid_json") from exc
+        _ghl_check_age(payload)
         if payload.get("type") not in ("InboundMessage", "OutboundMessage"):
             return Response({"result": "ignored"})
         tenant = Tenant.objects.filter(ghl_location_id=payload.get("locationId") or "").first()
         if tenant is None or not payload.get("locationId"):
             raise NotFoundError("unknown locationId")
         return Response({"result": ghl_message_event_record(tenant=tenant, payload=payload)})
+
+
+def _ghl_check_age(payload: dict) -> None:
+    """Refuse replays: GHL stamps every delivery; anything older than the window is stale."""
+    stamp = payload.get("timestamp")
+    if not stamp:
+        return
+    parsed = parse_datetime(str(stamp))
+    if parsed is None:
+        raise WebhookRejected("bad timestamp")
+    if timezone.is_naive(parsed):
+        parsed = timezone.make_aware(parsed, dt.UTC)
+    if abs((timezone.now() - parsed).total_seconds()) > settings.GHL_WEBHOOK_MAX_AGE_SECONDS:
+        raise WebhookRejected("the webhook is too old (timestamp)")
 
 
 class InAppCallbackApi(_PublicCallbackApi):

@@ -312,7 +312,6 @@ def message_request(
 def _agent_alert_companion_create(*, alert: Message) -> Message | None:
     """The agent alert's SMS or email copy: a Message of its own, so it is retried,
     suppressed, rate limited and shown in the admin like any other send."""
-    from notifications.backends import backend_for  # noqa: F401  (keeps import order simple)
     from notifications.models import ChannelConfig
 
     config = ChannelConfig.objects.filter(tenant=alert.tenant, channel=Channel.AGENT_ALERT).first()

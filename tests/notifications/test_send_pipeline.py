@@ -366,3 +366,34 @@ def test_twilio_checks_before_retrying_after_a_5xx(tenant, lead, twilio_fake):
     # then it found the message instead of posting again
     assert message.status == MessageStatus.SENT and message.provider_message_id == "SMsent"
     assert len(twilio_fake.requests_to("POST")) == 1
+
+
+def test_our_shared_limiter_keeps_ghl_from_answering_429(
+    tenant, lead, ghl_fake, settings, redis_flushed
+):
+    # given GHL enforcing 3 requests per 10 s for the location, and our limiter set to match
+    ghl_fake.rate_limit = 3
+    settings.NOTIFICATIONS_RATE_LIMITS = {
+        **settings.NOTIFICATIONS_RATE_LIMITS,
+        "ghl": "3 per 10 seconds",
+    }
+    ghl_config(tenant, ghl_fake, "sms", GHL_SMS)
+    template_make(tenant, "sms")
+    messages = [_sms(tenant, lead, key=f"burst-{i}") for i in range(5)]
+    outcomes = [_run(m) for m in messages]
+    assert [o.action for o in outcomes] == ["done", "done", "done", "defer", "defer"]
+    assert len(ghl_fake.requests) == 3
+
+
+def test_without_our_limiter_ghls_429_is_retried_after_its_window(tenant, lead, ghl_fake, settings):
+    ghl_fake.rate_limit = 1
+    settings.NOTIFICATIONS_RATE_LIMITS = {**settings.NOTIFICATIONS_RATE_LIMITS, "ghl": None}
+    ghl_config(tenant, ghl_fake, "sms", GHL_SMS)
+    template_make(tenant, "sms")
+    first, second = _sms(tenant, lead, key="a"), _sms(tenant, lead, key="b")
+    assert _run(first).action == "done"
+    outcome = _run(second)
+    assert (
+        outcome.action == "retry" and outcome.countdown > 5
+    )  # GHL's Retry-After, not our 0.05 s base
+    assert DeliveryAttempt.objects.get(message=second).status_code == 429
