@@ -208,10 +208,18 @@ def test_a_worker_killed_mid_send_and_restarted_sends_nothing_twice(
         assert result.stale_to_unknown == 1
         first.refresh_from_db()
         assert first.status == MessageStatus.UNKNOWN and "worker died" in first.status_reason
-        # the killed task, redelivered to the new worker, finds the claim and does nothing
+        # the killed worker's unacked task comes back to the new worker after the
+        # visibility timeout, finds the claim taken, and does nothing
+        wait_for(
+            lambda: redis_flushed.hlen("unacked") == 0 and redis_flushed.llen("sms") == 0,
+            timeout=45,
+        )
         message_send.apply_async(args=[first.pk], queue="sms")
         outbox_sweep()
-        wait_for(lambda: redis_flushed.llen("sms") == 0, timeout=30)
+        wait_for(
+            lambda: redis_flushed.llen("sms") == 0 and redis_flushed.hlen("unacked") == 0,
+            timeout=30,
+        )
     finally:
         ghl_fake.release()
         os.killpg(worker.pid, signal.SIGTERM)
