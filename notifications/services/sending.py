@@ -241,6 +241,8 @@ def _settle_after_call(
     if result is not None:
         fields = {
             "claim_token": None,
+            # Earlier attempts' errors stay on their DeliveryAttempt rows.
+            "status_reason": "",
             "provider_message_id": result.provider_message_id or message.provider_message_id,
             "cost": result.cost,
             "cost_currency": result.cost_currency,
