@@ -6,6 +6,8 @@ from rest_framework.test import APIClient
 from churnapp.models import Tenant
 from churnapp.services.api_keys import api_key_create
 
+pytest_plugins = ["tests.fixtures_ghl"]
+
 
 @pytest.fixture
 def tenant(db) -> Tenant:

@@ -12,10 +12,11 @@ from typing import Any
 from django.db import transaction
 
 from churnapp.exceptions import ApplicationError
-from churnapp.models import ActivityKind, Lead, Tenant
+from churnapp.models import ActivityKind, Lead, LeadActivity, Tenant
 from churnapp.normalize import timestamp_parse
 from churnapp.services.activities import ActivityInput, activities_ingest, activity_record
 from churnapp.services.leads import DND_CHANNELS, lead_fields_clean, lead_mark_deleted, lead_upsert
+from churnapp.signals import crm_message_received
 
 BODY_KEEP = 1000  # characters of a message body kept on the activity
 
@@ -239,6 +240,13 @@ def _message(tenant: Tenant, event_type: str, payload: dict) -> EventOutcome:
                 payload=details,
             )
         ],
+    )
+    crm_message_received.send(
+        sender=LeadActivity,
+        tenant_id=tenant.id,
+        event_type=event_type,
+        payload=payload,
+        lead_id=lead.id,
     )
     status = "recorded" if result.created else "already recorded"
     return EventOutcome(True, "; ".join(filter(None, [f"{kind} {status}", note])))

@@ -23,7 +23,6 @@ urlpatterns = [
         views.TwilioInboundSmsApi.as_view(),
         name="twilio-inbound",
     ),
-    path("callbacks/ghl/", views.GhlMessageWebhookApi.as_view(), name="ghl-messages"),
     path(
         "callbacks/in-app/<slug:tenant_slug>/",
         views.InAppCallbackApi.as_view(),

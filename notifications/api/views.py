@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 
 from django.conf import settings
 from django.db import transaction
 from django.http import HttpResponse
-from django.utils import timezone
-from django.utils.dateparse import parse_datetime
 from django.utils.xmlutils import SimplerXMLGenerator
 from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers, status
@@ -17,17 +14,16 @@ from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from churnapp.exceptions import ApplicationError, NotFoundError, WebhookRejected
+from churnapp.exceptions import ApplicationError, NotFoundError
 from churnapp.models import Lead, Tenant
 from notifications.models import Channel, ChannelConfig, Message, PushSubscription
 from notifications.services.callbacks import (
-    ghl_message_event_record,
     message_engagement_record,
     message_provider_status_record,
     sms_inbound_record,
     twilio_status_callback_record,
 )
-from notifications.webhook_auth import ghl_verify, hmac_request_verify, twilio_verify
+from notifications.webhook_auth import hmac_request_verify, twilio_verify
 
 
 def _tenant(slug: str) -> Tenant:
@@ -176,44 +172,6 @@ class TwilioInboundSmsApi(_PublicCallbackApi):
         xml.endElement("Response")
         xml.endDocument()
         return response
-
-
-class GhlMessageWebhookApi(_PublicCallbackApi):
-    """GHL InboundMessage/OutboundMessage webhooks (Ed25519 or RSA signed)."""
-
-    @extend_schema(request=None, responses={200: None})
-    def post(self, request):
-        body = request.body
-        ghl_verify(
-            body=body,
-            ed25519_signature=request.headers.get("x-ghl-signature", ""),
-            rsa_signature=request.headers.get("x-wh-signature", ""),
-        )
-        try:
-            payload = json.loads(body)
-        except ValueError as exc:
-            raise ApplicationError("the body is not JSON", code="invalid_json") from exc
-        _ghl_check_age(payload)
-        if payload.get("type") not in ("InboundMessage", "OutboundMessage"):
-            return Response({"result": "ignored"})
-        tenant = Tenant.objects.filter(ghl_location_id=payload.get("locationId") or "").first()
-        if tenant is None or not payload.get("locationId"):
-            raise NotFoundError("unknown locationId")
-        return Response({"result": ghl_message_event_record(tenant=tenant, payload=payload)})
-
-
-def _ghl_check_age(payload: dict) -> None:
-    """Refuse replays: GHL stamps every delivery; anything older than the window is stale."""
-    stamp = payload.get("timestamp")
-    if not stamp:
-        return
-    parsed = parse_datetime(str(stamp))
-    if parsed is None:
-        raise WebhookRejected("bad timestamp")
-    if timezone.is_naive(parsed):
-        parsed = timezone.make_aware(parsed, dt.UTC)
-    if abs((timezone.now() - parsed).total_seconds()) > settings.GHL_WEBHOOK_MAX_AGE_SECONDS:
-        raise WebhookRejected("the webhook is too old (timestamp)")
 
 
 class InAppCallbackApi(_PublicCallbackApi):

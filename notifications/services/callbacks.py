@@ -260,6 +260,7 @@ def sms_inbound_record(
     event_id: str,
     occurred_at: dt.datetime | None = None,
     lead: Lead | None = None,
+    activity_event_id: str | None = None,
 ) -> InboundResult:
     """An SMS from a person: opt-out/opt-in/help keywords, a LeadActivity, a reply."""
     occurred_at = occurred_at or timezone.now()
@@ -314,7 +315,7 @@ def sms_inbound_record(
             lead=lead,
             kind=ActivityKind.SMS_INBOUND,
             occurred_at=occurred_at,
-            source_event_id=f"{provider}:{event_id}"[:200],
+            source_event_id=(activity_event_id or f"{provider}:{event_id}")[:200],
             payload={"body": body[:1600], "keyword": keyword},
         )
         if not keyword:
@@ -385,7 +386,9 @@ def ghl_message_event_record(*, tenant: Tenant, payload: dict) -> str:
     kind = payload.get("type") or ""
     direction = (payload.get("direction") or "").lower()
     message_type = (payload.get("messageType") or "").upper()
-    event_id = str(payload.get("webhookId") or payload.get("messageId") or "")
+    # The messageId is also the activity's source event id on churnapp's side, so the
+    # reply recorded there and here is one activity.
+    event_id = str(payload.get("messageId") or payload.get("webhookId") or "")
     occurred_at = _parse_ghl_time(payload.get("dateAdded")) or timezone.now()
     # Published examples contradict each other: trust `direction` when present.
     inbound = direction == "inbound" or (not direction and kind == "InboundMessage")
@@ -414,6 +417,7 @@ def ghl_message_event_record(*, tenant: Tenant, payload: dict) -> str:
             event_id=event_id,
             occurred_at=occurred_at,
             lead=lead,
+            activity_event_id=event_id,
         )
         return f"inbound sms{': ' + result.keyword if result.keyword else ''}"
     if message_type in ("EMAIL", "TYPE_EMAIL") and lead is not None:
@@ -431,7 +435,7 @@ def ghl_message_event_record(*, tenant: Tenant, payload: dict) -> str:
             lead=lead,
             kind=ActivityKind.EMAIL_REPLY,
             occurred_at=occurred_at,
-            source_event_id=f"ghl:{event_id}"[:200],
+            source_event_id=event_id[:200],
             payload={
                 "subject": payload.get("subject", ""),
                 "body": (payload.get("body") or "")[:2000],
