@@ -176,7 +176,11 @@ class Supervisor:
                 path.unlink()
 
     def _check_port_free(self) -> None:
-        with socket.socket() as sock:
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        with socket.socket(family) as sock:
+            # As daphne (Twisted) binds: connections of an earlier run in TIME_WAIT do
+            # not block the port, a live listener does.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 sock.bind((self.host, self.port))
             except OSError as exc:
