@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+import string
 from dataclasses import dataclass
 
 from django.contrib.auth import get_user_model
@@ -50,7 +51,9 @@ def managers_group_sync() -> Group:
 
 
 def _password() -> str:
-    return secrets.token_urlsafe(12)
+    # Letters and digits only: easy to copy from a terminal and paste into a login form.
+    alphabet = string.ascii_letters + string.digits
+    return "".join(secrets.choice(alphabet) for _ in range(16))
 
 
 @transaction.atomic
