@@ -75,6 +75,7 @@ class Supervisor:
     children: list[Child] = field(default_factory=list)
     _stop_signal: int = 0
     _forced: bool = False
+    _announced: bool = False
 
     # --- entry point ------------------------------------------------------------------
     def run(self) -> int:
@@ -106,6 +107,7 @@ class Supervisor:
             self._say(f"up: {exc}")
             return 1
         finally:
+            self._announce_stop()
             self._stop_children()
             servers.stop()
             with contextlib.suppress(FileNotFoundError):
@@ -116,13 +118,16 @@ class Supervisor:
 
     # --- signals ----------------------------------------------------------------------
     def _on_signal(self, signum, _frame) -> None:
+        # Only flags here: printing from a handler can hit the buffered stream mid-write.
         if self._stop_signal:
-            # A second Ctrl-C while stopping: stop waiting for graceful exits.
-            self._forced = True
-            self._say("up: stopping now (second signal)")
+            self._forced = True  # a second Ctrl-C: stop waiting for graceful exits
         else:
             self._stop_signal = signum
-            self._say(f"\nup: {signal.Signals(signum).name} received, stopping...")
+
+    def _announce_stop(self) -> None:
+        if self._stop_signal and not self._announced:
+            self._announced = True
+            self._say(f"\nup: {signal.Signals(self._stop_signal).name} received, stopping...")
 
     def _exit_code(self) -> int:
         return 0 if self._stop_signal else 1
@@ -190,7 +195,13 @@ class Supervisor:
                 ) from None
 
     def _start_servers(self, servers: EmbeddedServices) -> dict[str, str]:
-        servers.start()
+        try:
+            servers.start()
+        except Exception as exc:
+            raise UpError(
+                f"could not start the embedded servers in {self.data_dir}: {exc!r} "
+                "(server logs: postgres/pgdata/log, redis/redis.log)"
+            ) from exc
         env = {**os.environ, **servers.env}
         env["CHURN_DATA_DIR"] = str(self.data_dir)
         env.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.local")

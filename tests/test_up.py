@@ -130,6 +130,11 @@ def test_up_runs_the_stack_stops_cleanly_and_reuses_its_data(tmp_path, server_di
         _wait_until_ok(proc, log1, [f"{base}/admin/login/", f"{base}/api/schema/"])
         children = _descendants(proc)
         assert set(children) == {"daphne", "worker", "beat"}, log1.read_text()
+
+        # a second `up` on the same data dir refuses to start beside the first
+        second = _up(data_dir, free_port(), tmp_path / "up-second.log")
+        assert second.wait(timeout=DEADLINE_SECONDS) == 1
+        assert "already running" in (tmp_path / "up-second.log").read_text()
         every_process = psutil.Process(proc.pid).children(recursive=True)
 
         # static files come from daphne itself (admin CSS, Swagger UI from the sidecar)
