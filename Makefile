@@ -16,8 +16,9 @@ $(STAMP): $(BIN)/python requirements.in requirements.lock
 
 install: $(STAMP)
 
+# Options for `manage.py up`, e.g. make run UP_ARGS="--port 8080"
 run: install
-	$(BIN)/python manage.py up
+	$(BIN)/python manage.py up $(UP_ARGS)
 
 # With no DATABASE_URL / REDIS_URL, `with_services` starts an embedded PostgreSQL and
 # Redis for this run only and tears them down after.
