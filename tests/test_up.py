@@ -63,7 +63,7 @@ def _wait_until_ok(proc: subprocess.Popen, log_path: Path, urls: list[str]) -> N
             if requests.get(pending[0], timeout=10).status_code == 200:
                 pending.pop(0)
                 continue
-        except requests.ConnectionError:
+        except requests.RequestException:  # not listening yet, or slow on a busy box
             pass
         time.sleep(0.5)
 
