@@ -2,6 +2,7 @@
 
 from django.contrib import admin
 from django.urls import include, path
+from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
 urlpatterns = [
@@ -17,3 +18,7 @@ urlpatterns = [
 
 # JSON 404s in the API's error format under /api/ (see churnapp.api.errors).
 handler404 = "churnapp.api.errors.not_found_view"
+
+# Until the live dashboard exists, the site root leads to the admin. A dashboard route
+# for "" placed above this one takes precedence.
+urlpatterns += [path("", RedirectView.as_view(url="/admin/", permanent=False))]

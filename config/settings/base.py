@@ -1,12 +1,14 @@
 """Settings shared by every environment, read from the environment with django-environ."""
 
+import os
 from pathlib import Path
 from urllib.parse import unquote
 
 import environ
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
-DATA_DIR = BASE_DIR / ".data"
+# Where `manage.py up` keeps the embedded servers' data, services.env and static files.
+DATA_DIR = Path(os.environ.get("CHURN_DATA_DIR") or BASE_DIR / ".data").resolve()
 
 env = environ.Env()
 # `manage.py up` writes the addresses of the embedded servers it started here, so that
@@ -106,7 +108,9 @@ CHANNEL_LAYERS = {
 
 # --- Celery ------------------------------------------------------------------------
 CELERY_BROKER_URL = env("CELERY_BROKER_URL", default=REDIS_URL)
-CELERY_RESULT_BACKEND = env("CELERY_RESULT_BACKEND", default=None)
+# Results are kept (an hour) so health checks and tests can wait on a task's answer.
+CELERY_RESULT_BACKEND = env("CELERY_RESULT_BACKEND", default=REDIS_URL)
+CELERY_RESULT_EXPIRES = 3600
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TIMEZONE = "UTC"
@@ -148,6 +152,9 @@ USE_I18N = True
 USE_TZ = True
 STATIC_URL = "static/"
 STATIC_ROOT = env("DJANGO_STATIC_ROOT", default=str(DATA_DIR / "static"))
+# Let daphne serve static files itself (admin CSS, Swagger UI) through Django's
+# ASGIStaticFilesHandler; on in local settings. Off when a proxy or CDN serves STATIC_ROOT.
+SERVE_STATIC = env.bool("DJANGO_SERVE_STATIC", default=False)
 
 # --- DRF and the API schema ---------------------------------------------------------
 REST_FRAMEWORK = {
