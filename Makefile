@@ -16,8 +16,9 @@ $(STAMP): $(BIN)/python requirements.in requirements.lock
 
 install: $(STAMP)
 
+# Options for `manage.py up`, e.g. make run UP_ARGS="--port 8080"
 run: install
-	$(BIN)/python manage.py up
+	$(BIN)/python manage.py up $(UP_ARGS)
 
 # With no DATABASE_URL / REDIS_URL, `with_services` starts an embedded PostgreSQL and
 # Redis for this run only and tears them down after.
@@ -32,8 +33,10 @@ format: install
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
+# pytest exits 5 when it selects no test: no benchmark yet is not a failure here.
 bench: install
-	$(BIN)/python -m config.services -- $(BIN)/python -m pytest -m bench -s $(PYTEST_ARGS)
+	$(BIN)/python -m config.services -- $(BIN)/python -m pytest -m bench -s $(PYTEST_ARGS) \
+		|| { rc=$$?; [ $$rc -eq 5 ] && echo "no benchmarks selected" || exit $$rc; }
 
 clean:
 	rm -rf $(VENV) .data

@@ -32,3 +32,15 @@ class WebhookRejected(ApplicationError):
 
     status_code = 401
     code = "webhook_rejected"
+
+
+class ForbiddenError(ApplicationError):
+    status_code = 403
+    code = "forbidden"
+
+
+class ServiceMisconfigured(ApplicationError):
+    """Our side lacks configuration to answer (e.g. no webhook public key)."""
+
+    status_code = 503
+    code = "not_configured"

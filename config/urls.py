@@ -2,13 +2,24 @@
 
 from django.contrib import admin
 from django.urls import include, path
+from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/", include("churnapp.api.urls")),
     path("api/", include("interventions.api.urls")),
+    path("api/notifications/", include("notifications.api.urls")),
+    path("t/", include("notifications.urls")),
+    path("anymail/", include("anymail.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
     path("api/redoc/", SpectacularRedocView.as_view(url_name="schema"), name="redoc"),
 ]
+
+# JSON 404s in the API's error format under /api/ (see churnapp.api.errors).
+handler404 = "churnapp.api.errors.not_found_view"
+
+# Until the live dashboard exists, the site root leads to the admin. A dashboard route
+# for "" placed above this one takes precedence.
+urlpatterns += [path("", RedirectView.as_view(url="/admin/", permanent=False))]

@@ -5,7 +5,8 @@ from __future__ import annotations
 from django.core.exceptions import PermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import OperationalError
-from django.http import Http404
+from django.http import Http404, JsonResponse
+from django.views import defaults
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler
@@ -63,3 +64,17 @@ def api_exception_handler(exc, context):
         message, details = str(detail), {}
     response.data = {"error": {"code": code, "message": message, "details": details}}
     return response
+
+
+def not_found_view(request, exception=None):
+    """handler404: the API's error format under /api/, Django's page elsewhere."""
+    if request.path.startswith("/api/"):
+        body = {
+            "error": {
+                "code": "not_found",
+                "message": f"No API endpoint at {request.path}.",
+                "details": {},
+            }
+        }
+        return JsonResponse(body, status=404)
+    return defaults.page_not_found(request, exception)

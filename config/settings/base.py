@@ -1,12 +1,14 @@
 """Settings shared by every environment, read from the environment with django-environ."""
 
+import os
 from pathlib import Path
 from urllib.parse import unquote
 
 import environ
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
-DATA_DIR = BASE_DIR / ".data"
+# Where `manage.py up` keeps the embedded servers' data, services.env and static files.
+DATA_DIR = Path(os.environ.get("CHURN_DATA_DIR") or BASE_DIR / ".data").resolve()
 
 env = environ.Env()
 # `manage.py up` writes the addresses of the embedded servers it started here, so that
@@ -106,7 +108,9 @@ CHANNEL_LAYERS = {
 
 # --- Celery ------------------------------------------------------------------------
 CELERY_BROKER_URL = env("CELERY_BROKER_URL", default=REDIS_URL)
-CELERY_RESULT_BACKEND = env("CELERY_RESULT_BACKEND", default=None)
+# Results are kept (an hour) so health checks and tests can wait on a task's answer.
+CELERY_RESULT_BACKEND = env("CELERY_RESULT_BACKEND", default=REDIS_URL)
+CELERY_RESULT_EXPIRES = 3600
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TIMEZONE = "UTC"
@@ -148,6 +152,9 @@ USE_I18N = True
 USE_TZ = True
 STATIC_URL = "static/"
 STATIC_ROOT = env("DJANGO_STATIC_ROOT", default=str(DATA_DIR / "static"))
+# Let daphne serve static files itself (admin CSS, Swagger UI) through Django's
+# ASGIStaticFilesHandler; on in local settings. Off when a proxy or CDN serves STATIC_ROOT.
+SERVE_STATIC = env.bool("DJANGO_SERVE_STATIC", default=False)
 
 # --- DRF and the API schema ---------------------------------------------------------
 REST_FRAMEWORK = {
@@ -194,6 +201,7 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": env("LOG_LEVEL", default="INFO")},
 }
 
+<<<<<<< HEAD
 # --- Interventions ----------------------------------------------------------------------
 # Keys the holdout hash; changing it reshuffles only leads not yet assigned (assignments
 # are stored and sticky).
@@ -205,4 +213,113 @@ CELERY_BEAT_SCHEDULE["interventions-evaluate-windows"] = {
 CELERY_BEAT_SCHEDULE["interventions-escalation-sla"] = {
     "task": "interventions.escalation_sla_check",
     "schedule": env.float("ESCALATION_SLA_CHECK_EVERY_SECONDS", default=60.0),
+=======
+# churnapp: re-enqueue stored GHL webhooks whose enqueue was lost (every 5 minutes).
+CELERY_BEAT_SCHEDULE["churnapp-webhook-sweep"] = {
+    "task": "churnapp.webhook_sweep",
+    "schedule": 300.0,
+}
+
+# --- Notifications: channels, providers, retries, tracking ------------------------------
+# Public address of this site: tracking links, unsubscribe links and provider callbacks.
+PUBLIC_BASE_URL = env("PUBLIC_BASE_URL", default="http://localhost:8000")
+# Backend per channel (dotted path); a tenant's ChannelConfig overrides it. Local
+# default: print to the console, except live alerts which use the channel layer.
+NOTIFICATION_BACKENDS = {
+    "sms": env(
+        "NOTIFICATIONS_SMS_BACKEND", default="notifications.backends.console.ConsoleBackend"
+    ),
+    "email": env(
+        "NOTIFICATIONS_EMAIL_CHANNEL_BACKEND",
+        default="notifications.backends.console.ConsoleBackend",
+    ),
+    "agent_alert": env(
+        "NOTIFICATIONS_AGENT_ALERT_BACKEND",
+        default="notifications.backends.agent_alert.ChannelLayerAlertBackend",
+    ),
+    "in_app": env(
+        "NOTIFICATIONS_IN_APP_BACKEND", default="notifications.backends.console.ConsoleBackend"
+    ),
+    "push": env(
+        "NOTIFICATIONS_PUSH_BACKEND", default="notifications.backends.console.ConsoleBackend"
+    ),
+    "ghl_workflow": env(
+        "NOTIFICATIONS_GHL_WORKFLOW_BACKEND",
+        default="notifications.backends.console.ConsoleBackend",
+    ),
+    "ghl_task": env(
+        "NOTIFICATIONS_GHL_TASK_BACKEND", default="notifications.backends.console.ConsoleBackend"
+    ),
+}
+# The Django email backend DjangoEmailBackend sends through (SMTP or an anymail ESP).
+NOTIFICATIONS_EMAIL_BACKEND = env(
+    "NOTIFICATIONS_EMAIL_BACKEND", default="django.core.mail.backends.smtp.EmailBackend"
+)
+EMAIL_HOST = env("EMAIL_HOST", default="127.0.0.1")
+EMAIL_PORT = env.int("EMAIL_PORT", default=25)
+EMAIL_HOST_USER = env("EMAIL_HOST_USER", default="")
+EMAIL_HOST_PASSWORD = env("EMAIL_HOST_PASSWORD", default="")
+EMAIL_USE_TLS = env.bool("EMAIL_USE_TLS", default=False)
+DEFAULT_FROM_EMAIL = env("DEFAULT_FROM_EMAIL", default="noreply@localhost")
+NOTIFICATIONS_EMAIL_MESSAGE_ID_DOMAIN = env(
+    "NOTIFICATIONS_EMAIL_MESSAGE_ID_DOMAIN", default="churn.local"
+)
+# anymail ESP settings, e.g. ANYMAIL_POSTMARK_SERVER_TOKEN, ANYMAIL_WEBHOOK_SECRET.
+ANYMAIL = {
+    "WEBHOOK_SECRET": env("ANYMAIL_WEBHOOK_SECRET", default=""),
+    "POSTMARK_SERVER_TOKEN": env("ANYMAIL_POSTMARK_SERVER_TOKEN", default=""),
+    "POSTMARK_API_URL": env("ANYMAIL_POSTMARK_API_URL", default="https://api.postmarkapp.com/"),
+}
+GHL_API_TOKEN = env("GHL_API_TOKEN", default="")
+TWILIO_ACCOUNT_SID = env("TWILIO_ACCOUNT_SID", default="")
+TWILIO_AUTH_TOKEN = env("TWILIO_AUTH_TOKEN", default="")
+TWILIO_API_BASE_URL = env("TWILIO_API_BASE_URL", default="https://api.twilio.com")
+TWILIO_FROM_NUMBER = env("TWILIO_FROM_NUMBER", default="")
+TWILIO_MESSAGING_SERVICE_SID = env("TWILIO_MESSAGING_SERVICE_SID", default="")
+VAPID_PUBLIC_KEY = env("VAPID_PUBLIC_KEY", default="")
+VAPID_PRIVATE_KEY = env("VAPID_PRIVATE_KEY", default="")
+VAPID_CLAIMS_SUB = env("VAPID_CLAIMS_SUB", default="mailto:ops@localhost")
+IN_APP_WEBHOOK_SECRET = env("IN_APP_WEBHOOK_SECRET", default="")
+NOTIFICATIONS_HTTP_CONNECT_TIMEOUT = env.float("NOTIFICATIONS_HTTP_CONNECT_TIMEOUT", default=5.0)
+NOTIFICATIONS_HTTP_READ_TIMEOUT = env.float("NOTIFICATIONS_HTTP_READ_TIMEOUT", default=15.0)
+NOTIFICATIONS_MAX_ATTEMPTS = env.int("NOTIFICATIONS_MAX_ATTEMPTS", default=5)
+NOTIFICATIONS_BACKOFF_BASE_SECONDS = env.float("NOTIFICATIONS_BACKOFF_BASE_SECONDS", default=10.0)
+# Capped again below 80% of the broker visibility timeout (see backoff_ceiling()).
+NOTIFICATIONS_BACKOFF_MAX_SECONDS = env.float("NOTIFICATIONS_BACKOFF_MAX_SECONDS", default=900.0)
+# A queued message untouched this long has lost its task: the sweeper enqueues it again.
+NOTIFICATIONS_SWEEP_AFTER_SECONDS = env.int("NOTIFICATIONS_SWEEP_AFTER_SECONDS", default=120)
+# A `sending` claim older than this belongs to a dead worker (> connect + read timeout).
+NOTIFICATIONS_STALE_SENDING_SECONDS = env.int("NOTIFICATIONS_STALE_SENDING_SECONDS", default=300)
+NOTIFICATIONS_RECONCILE_WINDOW_SECONDS = env.int(
+    "NOTIFICATIONS_RECONCILE_WINDOW_SECONDS", default=86400
+)
+NOTIFICATIONS_CALLBACK_MAX_AGE_SECONDS = env.int(
+    "NOTIFICATIONS_CALLBACK_MAX_AGE_SECONDS", default=300
+)
+# Shared across workers in Redis (moving window), per provider and account/location.
+NOTIFICATIONS_RATE_LIMITS = {
+    "ghl": env("NOTIFICATIONS_GHL_RATE_LIMIT", default="100 per 10 seconds"),
+    "twilio": env("NOTIFICATIONS_TWILIO_RATE_LIMIT", default="100 per 1 second"),
+}
+NOTIFICATIONS_RATE_LIMIT_PREFIX = env("NOTIFICATIONS_RATE_LIMIT_PREFIX", default="churn-ratelimit")
+NOTIFICATIONS_SMS_OPT_OUT_TEXT = env(
+    "NOTIFICATIONS_SMS_OPT_OUT_TEXT", default="Reply STOP to opt out."
+)
+NOTIFICATIONS_SMS_HELP_TEXT = env(
+    "NOTIFICATIONS_SMS_HELP_TEXT",
+    default="{tenant}: reply STOP to stop messages, START to resume. Msg&data rates may apply.",
+)
+NOTIFICATIONS_SMS_START_TEXT = env(
+    "NOTIFICATIONS_SMS_START_TEXT",
+    default="{tenant}: you will receive messages again. Reply STOP to opt out.",
+)
+NOTIFICATIONS_TRACK_OPENS = env.bool("NOTIFICATIONS_TRACK_OPENS", default=True)
+NOTIFICATIONS_TRACK_CLICKS = env.bool("NOTIFICATIONS_TRACK_CLICKS", default=True)
+NOTIFICATIONS_PUSH_TTL = env.int("NOTIFICATIONS_PUSH_TTL", default=3600)
+NOTIFICATIONS_USER_AGENT = "churn-notifications/1.0"
+CELERY_BEAT_SCHEDULE["notifications-outbox-sweep"] = {
+    "task": "notifications.outbox_sweep",
+    "schedule": 60.0,
+    "options": {"queue": "default"},
+>>>>>>> main
 }

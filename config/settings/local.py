@@ -4,3 +4,4 @@ from .base import *  # noqa: F403
 from .base import env
 
 DEBUG = env.bool("DJANGO_DEBUG", default=True)
+SERVE_STATIC = env.bool("DJANGO_SERVE_STATIC", default=True)

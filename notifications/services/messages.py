@@ -1,0 +1,437 @@
+"""Creating, enqueueing, cancelling and moving the status of outbox messages."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Sequence
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from churnapp.exceptions import ApplicationError, ConflictError
+from churnapp.models import Agent, Lead, Tenant
+from notifications.email_content import UNSUBSCRIBE_PLACEHOLDER
+from notifications.models import CHANNEL_QUEUE, Channel, Message, MessageStatus, Template
+from notifications.recipients import recipient_address
+from notifications.signals import message_status_changed
+from notifications.templating import UnknownVariableError, links_extract, render_html, render_text
+
+PROGRESS = [
+    MessageStatus.QUEUED,
+    MessageStatus.SENDING,
+    MessageStatus.UNKNOWN,
+    MessageStatus.SENT,
+    MessageStatus.DELIVERED,
+    MessageStatus.OPENED,
+    MessageStatus.CLICKED,
+    MessageStatus.REPLIED,
+]
+ENGAGED = {MessageStatus.OPENED, MessageStatus.CLICKED, MessageStatus.REPLIED}
+FAILURES = {MessageStatus.FAILED, MessageStatus.BOUNCED, MessageStatus.DEAD}
+LOCAL_FINAL = {MessageStatus.SUPPRESSED, MessageStatus.CANCELLED}
+# Channels whose content is not a template of ours (GHL runs its own workflow).
+TEMPLATE_OPTIONAL = {Channel.GHL_WORKFLOW}
+
+
+def status_may_move(current: str, new: str) -> bool:
+    """Whether a (possibly late or out-of-order) report may move a message to `new`.
+
+    Progress only goes forward (sent < delivered < opened < clicked < replied); a
+    failure cannot undo a delivery; engagement proves receipt and wins over failure;
+    a provider's word that it sent a message overrides our own `unknown`/`dead` guess;
+    suppressed and cancelled messages never went out and never move."""
+    if current == new or current in LOCAL_FINAL:
+        return False
+    if new in ENGAGED:
+        return current in FAILURES or PROGRESS.index(new) > PROGRESS.index(current)
+    if new in FAILURES:
+        return current in (
+            MessageStatus.QUEUED,
+            MessageStatus.SENDING,
+            MessageStatus.UNKNOWN,
+            MessageStatus.SENT,
+        )
+    if new in (MessageStatus.SENT, MessageStatus.DELIVERED):
+        if current == MessageStatus.DEAD:
+            return True
+        return current in PROGRESS and PROGRESS.index(new) > PROGRESS.index(current)
+    return False
+
+
+_TIMESTAMP_FIELD = {
+    MessageStatus.SENT: "sent_at",
+    MessageStatus.DELIVERED: "delivered_at",
+    MessageStatus.OPENED: "opened_at",
+    MessageStatus.CLICKED: "clicked_at",
+    MessageStatus.REPLIED: "replied_at",
+}
+
+
+def message_status_set(
+    *,
+    message: Message,
+    new_status: str,
+    reason: str = "",
+    occurred_at: dt.datetime | None = None,
+    fields: dict | None = None,
+) -> None:
+    """Write a status the caller has already decided on, and tell the apps above.
+
+    The caller holds the row (select_for_update or a claim). The signal is sent in the
+    same transaction, so receivers' writes commit or roll back with it."""
+    previous = message.status
+    message.status = new_status
+    if reason:
+        message.status_reason = reason
+    update = {"status", "status_reason", "updated_at"}
+    stamp = _TIMESTAMP_FIELD.get(new_status)
+    when = occurred_at or timezone.now()
+    if stamp and getattr(message, stamp) is None:
+        setattr(message, stamp, when)
+        update.add(stamp)
+    # Reaching a later stage implies the message went out.
+    if new_status in ENGAGED | {MessageStatus.DELIVERED} and message.sent_at is None:
+        message.sent_at = when
+        update.add("sent_at")
+    for name, value in (fields or {}).items():
+        setattr(message, name, value)
+        update.add(name)
+    message.save(update_fields=sorted(update))
+    message_status_changed.send(
+        sender=Message,
+        tenant_id=message.tenant_id,
+        message_id=message.pk,
+        lead_id=message.lead_id,
+        agent_id=message.agent_id,
+        channel=message.channel,
+        previous_status=previous,
+        new_status=new_status,
+        reason=message.status_reason,
+        metadata=message.metadata,
+    )
+
+
+@transaction.atomic
+def message_status_record(
+    *, message_id: int, new_status: str, reason: str = "", occurred_at: dt.datetime | None = None
+) -> bool:
+    """Apply a provider's report of a status; ignored (False) when it would move backwards."""
+    message = Message.objects.select_for_update().get(pk=message_id)
+    if not status_may_move(message.status, new_status):
+        return False
+    fields = {}
+    if message.status in (MessageStatus.SENDING, MessageStatus.UNKNOWN):
+        # A provider's callback settled what the worker could not: the claim is over.
+        fields = {"claim_token": None}
+    message_status_set(
+        message=message,
+        new_status=new_status,
+        reason=reason,
+        occurred_at=occurred_at,
+        fields=fields,
+    )
+    return True
+
+
+def _json_safe(context: dict) -> dict:
+    return json.loads(json.dumps(context, default=str))
+
+
+def content_render(
+    *,
+    tenant: Tenant,
+    channel: str,
+    template_key: str,
+    variant: str,
+    context: dict,
+    lead: Lead | None,
+    agent: Agent | None,
+) -> dict:
+    """The rendered subject/text/html of a template for these recipients, and its links."""
+    candidates = Template.objects.filter(
+        tenant=tenant, channel=channel, key=template_key, is_active=True
+    )
+    template = candidates.filter(variant=variant).first() or candidates.filter(variant="A").first()
+    if template is None:
+        if channel in TEMPLATE_OPTIONAL:
+            return {"template": None, "subject": "", "body_text": "", "body_html": "", "links": []}
+        raise ApplicationError(
+            f"no active {channel} template {template_key!r} (variant {variant!r})",
+            code="template_missing",
+            details={"channel": channel, "template_key": template_key, "variant": variant},
+        )
+    full = {
+        "lead": lead,
+        "agent": agent or (lead.assigned_agent if lead is not None else None),
+        "tenant": tenant,
+        "risk_reasons": [],
+        "unsubscribe_url": UNSUBSCRIBE_PLACEHOLDER,
+        **context,
+    }
+    try:
+        subject = render_text(template.subject, full) if template.subject else ""
+        body_text = render_text(template.body_text, full)
+        body_html = render_html(template.body_html, full) if template.body_html else ""
+    except UnknownVariableError as exc:
+        raise ApplicationError(
+            f"template {template_key!r} uses a variable the context lacks: {exc}",
+            code="template_context",
+        ) from exc
+    return {
+        "template": template,
+        "subject": subject,
+        "body_text": body_text,
+        "body_html": body_html,
+        "links": [
+            u for u in links_extract(body_html, body_text) if UNSUBSCRIBE_PLACEHOLDER not in u
+        ],
+    }
+
+
+def _sms_first_to_lead(lead: Lead) -> bool:
+    return not (
+        Message.objects.filter(lead=lead, channel=Channel.SMS)
+        .exclude(
+            status__in=[MessageStatus.SUPPRESSED, MessageStatus.CANCELLED, MessageStatus.FAILED]
+        )
+        .exists()
+    )
+
+
+def _validate_request(
+    *, tenant: Tenant, channel: str, lead: Lead | None, agent: Agent | None, fallback_channels
+) -> None:
+    if channel not in Channel.values:
+        raise ApplicationError(f"unknown channel {channel!r}", code="invalid_channel")
+    bad = [c for c in fallback_channels if c not in Channel.values]
+    if bad:
+        raise ApplicationError(f"unknown fallback channels {bad}", code="invalid_channel")
+    if lead is None and agent is None:
+        raise ApplicationError("a message needs a lead or an agent", code="no_recipient")
+    if lead is not None and lead.tenant_id != tenant.pk:
+        raise ApplicationError("the lead belongs to another tenant", code="tenant_mismatch")
+    if agent is not None and agent.tenant_id != tenant.pk:
+        raise ApplicationError("the agent belongs to another tenant", code="tenant_mismatch")
+    if channel in (Channel.AGENT_ALERT,) and agent is None:
+        raise ApplicationError(f"{channel} goes to an agent", code="no_recipient")
+    if channel in (Channel.GHL_WORKFLOW, Channel.GHL_TASK, Channel.IN_APP) and lead is None:
+        raise ApplicationError(f"{channel} needs a lead", code="no_recipient")
+
+
+def _message_create(*, fields: dict) -> tuple[Message, bool]:
+    """Insert the row, or return the one already holding the idempotency key."""
+    try:
+        with transaction.atomic():
+            return Message.objects.create(**fields), True
+    except IntegrityError:
+        existing = Message.objects.filter(
+            tenant=fields["tenant"], idempotency_key=fields["idempotency_key"]
+        ).first()
+        if existing is None:
+            raise
+        return existing, False
+
+
+@transaction.atomic
+def message_request(
+    *,
+    tenant: Tenant,
+    channel: str,
+    lead: Lead | None = None,
+    agent: Agent | None = None,
+    template_key: str,
+    variant: str = "A",
+    context: dict,
+    idempotency_key: str,
+    fallback_channels: Sequence[str] = (),
+    not_before: dt.datetime | None = None,
+    metadata: dict | None = None,
+    fallback_of: Message | None = None,
+) -> Message:
+    """Render and store one message, and enqueue its send after commit.
+
+    A second call with the same idempotency key returns the first row unchanged."""
+    if not idempotency_key or len(idempotency_key) > 255:
+        raise ApplicationError("idempotency_key is required (at most 255 characters)")
+    existing = Message.objects.filter(tenant=tenant, idempotency_key=idempotency_key).first()
+    if existing is not None:
+        return existing
+    if not_before is not None and timezone.is_naive(not_before):
+        raise ApplicationError("not_before must carry a time zone")
+    fallback_channels = list(fallback_channels)
+    _validate_request(
+        tenant=tenant, channel=channel, lead=lead, agent=agent, fallback_channels=fallback_channels
+    )
+    if channel == Channel.GHL_TASK and agent is None and lead is not None:
+        agent = lead.assigned_agent
+    rendered = content_render(
+        tenant=tenant,
+        channel=channel,
+        template_key=template_key,
+        variant=variant,
+        context=context,
+        lead=lead,
+        agent=agent,
+    )
+    body_text = rendered["body_text"]
+    if channel == Channel.SMS and lead is not None and _sms_first_to_lead(lead):
+        body_text = f"{body_text}\n{settings.NOTIFICATIONS_SMS_OPT_OUT_TEXT}"
+    message, created = _message_create(
+        fields={
+            "tenant": tenant,
+            "lead": lead,
+            "agent": agent,
+            "channel": channel,
+            "template": rendered["template"],
+            "template_key": template_key,
+            "variant": rendered["template"].variant if rendered["template"] else variant,
+            "subject": rendered["subject"],
+            "body_text": body_text,
+            "body_html": rendered["body_html"],
+            "links": rendered["links"],
+            "to_address": recipient_address(channel=channel, lead=lead, agent=agent),
+            "idempotency_key": idempotency_key,
+            "max_attempts": settings.NOTIFICATIONS_MAX_ATTEMPTS,
+            "not_before": not_before,
+            "metadata": metadata or {},
+            "fallback_channels": fallback_channels,
+            "fallback_of": fallback_of,
+            "render_context": _json_safe(context),
+        }
+    )
+    if not created:
+        return message
+    if channel == Channel.AGENT_ALERT:
+        _agent_alert_companion_create(alert=message)
+    message_enqueue_on_commit(message=message)
+    return message
+
+
+def _agent_alert_companion_create(*, alert: Message) -> Message | None:
+    """The agent alert's SMS or email copy: a Message of its own, so it is retried,
+    suppressed, rate limited and shown in the admin like any other send."""
+    from notifications.models import ChannelConfig
+
+    config = ChannelConfig.objects.filter(tenant=alert.tenant, channel=Channel.AGENT_ALERT).first()
+    preference = (config.options.get("companion") if config else None) or "auto"
+    agent = alert.agent
+    if preference == "none":
+        return None
+    if preference == "sms" or (preference == "auto" and agent.phone):
+        channel = Channel.SMS
+    elif preference == "email" or (preference == "auto" and agent.email):
+        channel = Channel.EMAIL
+    else:
+        return None
+    companion, created = _message_create(
+        fields={
+            "tenant": alert.tenant,
+            "agent": agent,
+            "lead": None,
+            "channel": channel,
+            "template": alert.template,
+            "template_key": alert.template_key,
+            "variant": alert.variant,
+            "subject": alert.subject or "Alert",
+            "body_text": alert.body_text,
+            "body_html": "",
+            "links": alert.links,
+            "to_address": recipient_address(channel=channel, lead=None, agent=agent),
+            "idempotency_key": f"{alert.idempotency_key}:companion:{channel}"[:255],
+            "max_attempts": alert.max_attempts,
+            "not_before": alert.not_before,
+            "metadata": alert.metadata,
+            "parent": alert,
+            "render_context": alert.render_context,
+        }
+    )
+    if created:
+        message_enqueue_on_commit(message=companion)
+    return companion
+
+
+def message_enqueue_on_commit(*, message: Message, countdown: float | None = None) -> None:
+    message_id, channel, not_before = message.pk, message.channel, message.not_before
+    transaction.on_commit(
+        lambda: message_enqueue(
+            message_id=message_id, channel=channel, not_before=not_before, countdown=countdown
+        )
+    )
+
+
+def backoff_ceiling() -> float:
+    """Delays above this are left to the sweeper: a Redis broker redelivers an unacked
+    ETA task after the visibility timeout, which would run it twice."""
+    visibility = settings.CELERY_BROKER_TRANSPORT_OPTIONS.get("visibility_timeout", 3600)
+    return min(float(settings.NOTIFICATIONS_BACKOFF_MAX_SECONDS), visibility * 0.8)
+
+
+def message_enqueue(
+    *,
+    message_id: int,
+    channel: str,
+    not_before: dt.datetime | None = None,
+    countdown: float | None = None,
+) -> bool:
+    """Publish the send task (not inside a transaction). False when left to the sweeper."""
+    from notifications.tasks import message_send
+
+    delay = countdown or 0.0
+    if not_before is not None:
+        delay = max(delay, (not_before - timezone.now()).total_seconds())
+    if delay > backoff_ceiling():
+        return False
+    message_send.apply_async(
+        args=[message_id], queue=CHANNEL_QUEUE[channel], countdown=delay if delay > 0 else None
+    )
+    return True
+
+
+@transaction.atomic
+def message_cancel(*, message: Message, reason: str = "cancelled by caller") -> Message:
+    """Cancel a message that has not been handed to a provider yet."""
+    locked = Message.objects.select_for_update().get(pk=message.pk)
+    if locked.status != MessageStatus.QUEUED:
+        raise ConflictError(
+            f"message {locked.pk} is {locked.status}; only queued messages can be cancelled",
+            code="not_cancellable",
+        )
+    message_status_set(message=locked, new_status=MessageStatus.CANCELLED, reason=reason)
+    return locked
+
+
+def message_fallback_create(*, message: Message, why: str) -> Message | None:
+    """Start the next channel the caller gave as fallback; record why on the original.
+
+    Runs inside the transaction that failed or suppressed `message`."""
+    remaining = list(message.fallback_channels)
+    while remaining:
+        channel = remaining.pop(0)
+        try:
+            with transaction.atomic():
+                fallback = message_request(
+                    tenant=message.tenant,
+                    channel=channel,
+                    lead=message.lead,
+                    agent=message.agent,
+                    template_key=message.template_key,
+                    variant=message.variant or "A",
+                    context=message.render_context or {},
+                    idempotency_key=f"{message.idempotency_key}:fb:{channel}"[:255],
+                    fallback_channels=remaining,
+                    metadata=message.metadata,
+                    fallback_of=message,
+                )
+        except ApplicationError as exc:
+            message.status_reason = (
+                f"{message.status_reason}; fallback to {channel} impossible: {exc.message}"
+            )
+            continue
+        message.status_reason = f"{why}; fell back to {channel} (message {fallback.pk})"
+        message.save(update_fields=["status_reason", "updated_at"])
+        return fallback
+    if message.fallback_channels:
+        message.save(update_fields=["status_reason", "updated_at"])
+    return None

@@ -1,0 +1,13 @@
+"""Fixtures for churnapp's API and webhook tests: real key pairs, signed deliveries."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from django.utils import timezone
+
+from tests.fixtures_ghl import GhlSigner, ghl_event  # noqa: F401  (re-exported)
+
+
+def minutes_ago(minutes: float) -> dt.datetime:
+    return timezone.now() - dt.timedelta(minutes=minutes)
