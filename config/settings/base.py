@@ -201,19 +201,6 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": env("LOG_LEVEL", default="INFO")},
 }
 
-<<<<<<< HEAD
-# --- Interventions ----------------------------------------------------------------------
-# Keys the holdout hash; changing it reshuffles only leads not yet assigned (assignments
-# are stored and sticky).
-HOLDOUT_HASH_KEY = env("HOLDOUT_HASH_KEY", default=SECRET_KEY)
-CELERY_BEAT_SCHEDULE["interventions-evaluate-windows"] = {
-    "task": "interventions.evaluate_windows",
-    "schedule": env.float("INTERVENTIONS_EVALUATE_EVERY_SECONDS", default=60.0),
-}
-CELERY_BEAT_SCHEDULE["interventions-escalation-sla"] = {
-    "task": "interventions.escalation_sla_check",
-    "schedule": env.float("ESCALATION_SLA_CHECK_EVERY_SECONDS", default=60.0),
-=======
 # churnapp: re-enqueue stored GHL webhooks whose enqueue was lost (every 5 minutes).
 CELERY_BEAT_SCHEDULE["churnapp-webhook-sweep"] = {
     "task": "churnapp.webhook_sweep",
@@ -321,5 +308,17 @@ CELERY_BEAT_SCHEDULE["notifications-outbox-sweep"] = {
     "task": "notifications.outbox_sweep",
     "schedule": 60.0,
     "options": {"queue": "default"},
->>>>>>> main
+}
+
+# --- Interventions ----------------------------------------------------------------------
+# Keys the holdout hash; changing it reshuffles only leads not yet assigned (assignments
+# are stored and sticky).
+HOLDOUT_HASH_KEY = env("HOLDOUT_HASH_KEY", default=SECRET_KEY)
+CELERY_BEAT_SCHEDULE["interventions-evaluate-windows"] = {
+    "task": "interventions.evaluate_windows",
+    "schedule": env.float("INTERVENTIONS_EVALUATE_EVERY_SECONDS", default=60.0),
+}
+CELERY_BEAT_SCHEDULE["interventions-escalation-sla"] = {
+    "task": "interventions.escalation_sla_check",
+    "schedule": env.float("ESCALATION_SLA_CHECK_EVERY_SECONDS", default=60.0),
 }
