@@ -97,7 +97,8 @@ DEFAULT_TEMPLATES: list[dict] = [
         "key": "escalation_opened",
         "channel": "agent_alert",
         "subject": "Escalation: {{ lead.first_name }} {{ lead.last_name }}",
-        "body_text": "A critical lead needs you ({{ lead.external_id }}): " + _REASON
+        "body_text": "A critical lead needs you ({{ lead.external_id }}): "
+        + _REASON
         + ". Acknowledge in the escalation queue.",
     },
     {
@@ -112,9 +113,7 @@ DEFAULT_TEMPLATES: list[dict] = [
 @transaction.atomic
 def templates_ensure(*, tenant: Tenant) -> int:
     """Create the default templates the tenant lacks (variant A); returns how many."""
-    have = set(
-        Template.objects.filter(tenant=tenant, variant="A").values_list("channel", "key")
-    )
+    have = set(Template.objects.filter(tenant=tenant, variant="A").values_list("channel", "key"))
     created = 0
     for spec in DEFAULT_TEMPLATES:
         if (spec["channel"], spec["key"]) in have:
