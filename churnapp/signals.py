@@ -11,3 +11,7 @@ activity_ingested = Signal()
 # event as GHL sent it), lead_id: int. notifications listens for delivery status,
 # replies and STOP keywords: one signed front door serves every app.
 crm_message_received = Signal()
+
+# A lead's risk tier changed. kwargs: tenant_id, lead_id, assessment_id, previous_tier,
+# new_tier, score, model_version, reasons (list of {"factor", "text", "impact"}).
+risk_assessed = Signal()

@@ -8,6 +8,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, Spec
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/", include("churnapp.api.urls")),
+    path("api/", include("interventions.api.urls")),
     path("api/notifications/", include("notifications.api.urls")),
     path("t/", include("notifications.urls")),
     path("anymail/", include("anymail.urls")),

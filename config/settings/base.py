@@ -309,3 +309,16 @@ CELERY_BEAT_SCHEDULE["notifications-outbox-sweep"] = {
     "schedule": 60.0,
     "options": {"queue": "default"},
 }
+
+# --- Interventions ----------------------------------------------------------------------
+# Keys the holdout hash; changing it reshuffles only leads not yet assigned (assignments
+# are stored and sticky).
+HOLDOUT_HASH_KEY = env("HOLDOUT_HASH_KEY", default=SECRET_KEY)
+CELERY_BEAT_SCHEDULE["interventions-evaluate-windows"] = {
+    "task": "interventions.evaluate_windows",
+    "schedule": env.float("INTERVENTIONS_EVALUATE_EVERY_SECONDS", default=60.0),
+}
+CELERY_BEAT_SCHEDULE["interventions-escalation-sla"] = {
+    "task": "interventions.escalation_sla_check",
+    "schedule": env.float("ESCALATION_SLA_CHECK_EVERY_SECONDS", default=60.0),
+}

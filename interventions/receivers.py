@@ -1,0 +1,57 @@
+"""Handlers of churnapp's and notifications' signals; they run in the sender's transaction."""
+
+from __future__ import annotations
+
+from interventions.services.orchestration import (
+    intervention_on_message,
+    intervention_on_opt_out,
+    intervention_on_risk,
+    interventions_on_activity,
+)
+
+
+def on_risk_assessed(
+    sender,
+    *,
+    tenant_id,
+    lead_id,
+    previous_tier,
+    new_tier,
+    score=None,
+    assessment_id=None,
+    reasons=None,
+    assessed_at=None,
+    **kwargs,
+) -> None:
+    intervention_on_risk(
+        tenant_id=tenant_id,
+        lead_id=lead_id,
+        previous_tier=previous_tier,
+        new_tier=new_tier,
+        score=score,
+        assessment_id=assessment_id,
+        reasons=reasons,
+        assessed_at=assessed_at,
+    )
+
+
+def on_activity_ingested(sender, *, tenant_id, activity_ids, inbound_lead_ids=(), **kwargs) -> None:
+    if inbound_lead_ids:
+        interventions_on_activity(tenant_id=tenant_id, activity_ids=activity_ids)
+
+
+def on_message_status_changed(sender, *, new_status, metadata=None, **kwargs) -> None:
+    intervention_id = (metadata or {}).get("intervention_id")
+    if intervention_id:
+        intervention_on_message(intervention_id=intervention_id, new_status=new_status)
+
+
+def on_message_engaged(sender, *, kind, metadata=None, **kwargs) -> None:
+    intervention_id = (metadata or {}).get("intervention_id")
+    if intervention_id:
+        intervention_on_message(intervention_id=intervention_id, new_status="", engagement=kind)
+
+
+def on_recipient_opted_out(sender, *, tenant_id, lead_id, channel, **kwargs) -> None:
+    if lead_id:
+        intervention_on_opt_out(tenant_id=tenant_id, lead_id=lead_id, channel=channel)

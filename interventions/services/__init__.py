@@ -1,0 +1,1 @@
+"""Every write of interventions: policy, cohorts, variants, orchestration, escalations."""

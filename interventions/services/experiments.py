@@ -1,0 +1,75 @@
+"""The randomized holdout and message-variant choice (Thompson sampling or fixed split)."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import random
+from decimal import Decimal
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.db.models import F
+
+from churnapp.models import Lead
+from interventions.models import InterventionPolicy, LeadCohort, MessageVariant, VariantMode
+
+
+def lead_hash(*, tenant_id: int, lead_id: int) -> float:
+    """A keyed hash of the lead, uniform in [0, 1): stable, and unguessable without the key."""
+    key = settings.HOLDOUT_HASH_KEY.encode()
+    digest = hmac.new(key, f"{tenant_id}:{lead_id}".encode(), hashlib.sha256).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def cohort_assign(*, lead: Lead, policy: InterventionPolicy) -> LeadCohort:
+    """The lead's experiment arm, assigned once and kept for the lead's life."""
+    existing = LeadCohort.objects.filter(lead=lead).first()
+    if existing is not None:
+        return existing
+    value = lead_hash(tenant_id=lead.tenant_id, lead_id=lead.id)
+    percent = Decimal(policy.holdout_percent)
+    try:
+        with transaction.atomic():
+            return LeadCohort.objects.create(
+                tenant_id=lead.tenant_id,
+                lead=lead,
+                is_holdout=value < float(percent) / 100.0,
+                holdout_percent=percent,
+                hash_value=value,
+            )
+    except IntegrityError:  # assigned concurrently; the first one stands
+        return LeadCohort.objects.get(lead=lead)
+
+
+def variant_choose(
+    *, policy: InterventionPolicy, stage: int, rng: random.Random
+) -> MessageVariant | None:
+    """Pick a variant for a stage.
+
+    Thompson sampling draws a success rate for each active variant from its
+    Beta(1 + successes, 1 + failures) posterior and takes the highest; with probability
+    `exploration_floor` it picks uniformly instead, so a variant that started unlucky
+    still gets traffic. The fixed mode splits by the manager's weights.
+    """
+    variants = list(
+        MessageVariant.objects.filter(tenant_id=policy.tenant_id, stage=stage, is_active=True)
+    )
+    if not variants:
+        return None
+    if len(variants) == 1:
+        return variants[0]
+    if policy.variant_mode == VariantMode.FIXED:
+        return rng.choices(variants, weights=[max(v.weight, 0) or 1 for v in variants])[0]
+    if rng.random() < float(policy.exploration_floor):
+        return rng.choice(variants)
+    draws = [
+        (rng.betavariate(1 + v.successes, 1 + v.trials - v.successes), v.key, v) for v in variants
+    ]
+    return max(draws, key=lambda d: (d[0], d[1]))[2]
+
+
+def variant_record_result(*, variant_id: int, success: bool) -> None:
+    MessageVariant.objects.filter(pk=variant_id).update(
+        trials=F("trials") + 1, successes=F("successes") + (1 if success else 0)
+    )
