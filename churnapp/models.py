@@ -307,3 +307,7 @@ class WebhookEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.provider}:{self.event_type}:{self.webhook_id}"
+
+
+# Risk scoring tables live in their own module; importing them here registers them.
+from churnapp.models_risk import *  # noqa: E402, F401, F403

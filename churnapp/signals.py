@@ -5,3 +5,9 @@ from django.dispatch import Signal
 # New activity was stored. kwargs: tenant_id: int, lead_ids: list[int],
 # activity_ids: list[int], inbound_lead_ids: list[int] (leads that did something).
 activity_ingested = Signal()
+
+# A lead's risk tier changed. Sent inside the scoring transaction (receivers' writes
+# join it), once per RiskAssessment row of kind "tier_change". kwargs: tenant_id: int,
+# lead_id: int, assessment_id: int, previous_tier: str, new_tier: str, score: float,
+# model_version: str, reasons: list[dict] ({"factor", "text", "impact"}, top three).
+risk_assessed = Signal()

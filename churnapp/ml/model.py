@@ -1,0 +1,283 @@
+"""Churn models: train, compare, calibrate, evaluate, explain and (de)serialize (no ORM)."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import pickle
+from dataclasses import dataclass
+
+import numpy as np
+import sklearn
+from sklearn.calibration import CalibratedClassifierCV
+from sklearn.ensemble import HistGradientBoostingClassifier
+from sklearn.frozen import FrozenEstimator
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from churnapp.ml.features import (
+    FACTOR_GROUPS,
+    MONOTONIC,
+    FeatureSpec,
+    factor_words,
+    group_columns,
+    reference_fit,
+)
+
+ARTIFACT_FORMAT = 1
+MIN_REASON_DROP = 0.005  # a factor must move the probability by half a point to be named
+
+
+class ModelLoadError(Exception):
+    """An artifact that cannot be trusted: wrong hash, other library version, unreadable."""
+
+
+class Scorer:
+    """What scoring needs from any model: a version, a spec, probabilities and a normal."""
+
+    version: str
+    algorithm: str
+    spec: FeatureSpec
+    reference: np.ndarray
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:  # pragma: no cover - interface
+        raise NotImplementedError
+
+
+@dataclass
+class TrainedScorer(Scorer):
+    version: str
+    algorithm: str
+    spec: FeatureSpec
+    reference: np.ndarray
+    estimator: object  # a fitted, calibrated scikit-learn classifier
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        return self.estimator.predict_proba(X)[:, 1]
+
+
+# --- Explanations ---------------------------------------------------------------------
+
+
+def _normal(scorer: Scorer, values: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """The reference values of `cols`; a NaN reference (a column the scorer ignores)
+    keeps the lead's own value."""
+    ref = scorer.reference[cols]
+    return np.where(np.isnan(ref), values, ref)
+
+
+def reasons_explain(scorer: Scorer, X: np.ndarray, p: np.ndarray, top: int = 3) -> list[list[dict]]:
+    """The top factors that raised each lead's score, found by asking the model itself:
+    a factor is named only if moving its features to normal lowers this lead's score.
+    One vectorized call over (leads x factor groups) rows."""
+    groups = group_columns(scorer.spec)
+    meta = {g.key: g for g in FACTOR_GROUPS}
+    keys = list(groups)
+    n = len(X)
+    if n == 0 or not keys:
+        return [[] for _ in range(n)]
+    stacked = np.repeat(X[np.newaxis, :, :], len(keys), axis=0)  # (G, n, F)
+    for g, key in enumerate(keys):
+        stacked[g][:, groups[key]] = _normal(scorer, X[:, groups[key]], groups[key])
+    counterfactual = scorer.predict_proba(stacked.reshape(len(keys) * n, -1)).reshape(len(keys), n)
+    drops = p[np.newaxis, :] - counterfactual  # (G, n): how much each factor adds
+    names = scorer.spec.names
+    out: list[list[dict]] = []
+    for i in range(n):
+        chosen = []
+        for g in np.argsort(-drops[:, i]):
+            if len(chosen) == top or drops[g, i] < MIN_REASON_DROP:
+                break
+            group = meta[keys[g]]
+            if group.lead_feature is not None:
+                j = names.index(group.lead_feature)
+                ref = scorer.reference[j]
+                if not np.isnan(ref) and (X[i, j] - ref) * group.risky_direction <= 0:
+                    continue  # the model leans on it, but the lead is not abnormal there
+            chosen.append(
+                {
+                    "factor": keys[g],
+                    "text": factor_words(keys[g], X[i], scorer.spec),
+                    "impact": round(float(drops[g, i]), 4),
+                }
+            )
+        out.append(chosen)
+    return out
+
+
+def counterfactual_score(scorer: Scorer, x: np.ndarray, factor: str) -> float:
+    """The score of one lead with one factor moved to normal (faithfulness checks)."""
+    cols = group_columns(scorer.spec)[factor]
+    moved = x.copy()
+    moved[cols] = _normal(scorer, x[cols], cols)
+    return float(scorer.predict_proba(moved[np.newaxis, :])[0])
+
+
+# --- Metrics --------------------------------------------------------------------------
+
+
+def calibration_table(y: np.ndarray, p: np.ndarray, bins: int = 10) -> list[dict]:
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    which = np.clip(np.digitize(p, edges[1:-1]), 0, bins - 1)
+    table = []
+    for b in range(bins):
+        mask = which == b
+        if mask.any():
+            table.append(
+                {
+                    "bin": f"{edges[b]:.1f}-{edges[b + 1]:.1f}",
+                    "n": int(mask.sum()),
+                    "mean_predicted": round(float(p[mask].mean()), 4),
+                    "observed_rate": round(float(y[mask].mean()), 4),
+                }
+            )
+    return table
+
+
+def metrics_compute(y: np.ndarray, p: np.ndarray) -> dict:
+    y = np.asarray(y, dtype=np.int64)
+    both = len(np.unique(y)) == 2
+    order = np.argsort(-p, kind="stable")
+    k = max(1, int(round(len(p) * 0.1)))
+    base = float(y.mean()) if len(y) else 0.0
+    return {
+        "n": int(len(y)),
+        "positive_rate": round(base, 4),
+        "roc_auc": round(float(roc_auc_score(y, p)), 4) if both else None,
+        "pr_auc": round(float(average_precision_score(y, p)), 4) if both else None,
+        "brier": round(float(brier_score_loss(y, p)), 4),
+        "top_decile_lift": round(float(y[order[:k]].mean()) / base, 3) if base > 0 else None,
+        "calibration": calibration_table(y, p),
+    }
+
+
+def beats(candidate: dict, incumbent: dict) -> bool:
+    """Brier score decides: tiers read calibrated probabilities, and Brier rewards both
+    ranking and calibration. Ties go to the incumbent."""
+    return candidate["brier"] < incumbent["brier"]
+
+
+# --- Training -------------------------------------------------------------------------
+
+
+@dataclass
+class TrainingResult:
+    scorer: TrainedScorer
+    metrics: dict  # the chosen model's validation metrics
+    candidates: dict  # algorithm -> validation metrics, for the comparison report
+    n_train: int
+    n_calibration: int
+    n_validation: int
+
+
+def _candidates(spec: FeatureSpec, seed: int) -> dict[str, object]:
+    names = spec.names
+    monotonic = [MONOTONIC.get(name, 0) for name in names]
+    return {
+        "logreg": make_pipeline(
+            StandardScaler(), LogisticRegression(C=0.5, max_iter=2000, random_state=seed)
+        ),
+        "gbm": HistGradientBoostingClassifier(
+            max_iter=200,
+            learning_rate=0.06,
+            max_leaf_nodes=15,
+            min_samples_leaf=40,
+            l2_regularization=1.0,
+            monotonic_cst=monotonic,
+            early_stopping=False,
+            random_state=seed,
+        ),
+    }
+
+
+def time_split(times: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Train on the oldest snapshot instants, calibrate on the next, validate on the
+    newest, so every model is judged on a future it never saw."""
+    instants = np.unique(times)
+    n = len(instants)
+    if n < 3:
+        raise ValueError("need snapshots at three or more as-of instants for a time split")
+    i_cal = max(1, int(n * 0.6))
+    i_val = min(n - 1, max(i_cal + 1, int(n * 0.8)))
+    cut_cal, cut_val = instants[i_cal], instants[i_val]
+    return times < cut_cal, (times >= cut_cal) & (times < cut_val), times >= cut_val
+
+
+def model_train(
+    *,
+    X: np.ndarray,
+    y: np.ndarray,
+    times: np.ndarray,
+    spec: FeatureSpec,
+    version: str,
+    seed: int = 7,
+) -> TrainingResult:
+    """Fit every candidate on the train slice, calibrate each (Platt scaling, smooth and
+    monotone so scores and reasons move with behaviour) on the calibration slice, keep
+    the one with the best validation Brier score."""
+    train, cal, val = time_split(times)
+    for name, mask in (("train", train), ("calibration", cal)):
+        if len(np.unique(y[mask])) < 2:
+            raise ValueError(f"the {name} slice holds only one class; need more history")
+    results = {}
+    fitted = {}
+    for name, estimator in _candidates(spec, seed).items():
+        estimator.fit(X[train], y[train])
+        calibrated = CalibratedClassifierCV(FrozenEstimator(estimator), method="sigmoid")
+        calibrated.fit(X[cal], y[cal])
+        fitted[name] = calibrated
+        results[name] = metrics_compute(y[val], calibrated.predict_proba(X[val])[:, 1])
+    best = min(results, key=lambda n: (results[n]["brier"], n))
+    reference = reference_fit(X[train], y[train], spec)
+    scorer = TrainedScorer(
+        version=f"{best}-{version}",
+        algorithm=best,
+        spec=spec,
+        reference=reference,
+        estimator=fitted[best],
+    )
+    return TrainingResult(
+        scorer=scorer,
+        metrics=results[best],
+        candidates=results,
+        n_train=int(train.sum()),
+        n_calibration=int(cal.sum()),
+        n_validation=int(val.sum()),
+    )
+
+
+# --- Artifacts ------------------------------------------------------------------------
+
+
+def artifact_dump(scorer: TrainedScorer) -> tuple[bytes, str]:
+    buffer = io.BytesIO()
+    pickle.dump(
+        {"format": ARTIFACT_FORMAT, "sklearn": sklearn.__version__, "scorer": scorer},
+        buffer,
+        protocol=pickle.HIGHEST_PROTOCOL,
+    )
+    blob = buffer.getvalue()
+    return blob, hashlib.sha256(blob).hexdigest()
+
+
+def artifact_load(blob: bytes, *, sha256: str, sklearn_version: str) -> TrainedScorer:
+    """Refuses an artifact whose bytes do not hash to the registered sha256, or that was
+    built by another scikit-learn than the one running (pickles do not travel)."""
+    actual = hashlib.sha256(blob).hexdigest()
+    if actual != sha256:
+        raise ModelLoadError(
+            f"artifact sha256 mismatch: registered {sha256[:12]}, got {actual[:12]}"
+        )
+    if sklearn_version != sklearn.__version__:
+        raise ModelLoadError(
+            f"artifact built with scikit-learn {sklearn_version}, running {sklearn.__version__}"
+        )
+    try:
+        payload = pickle.loads(blob)  # noqa: S301 - bytes verified against the registry hash
+    except Exception as exc:
+        raise ModelLoadError(f"artifact unreadable: {exc}") from exc
+    if payload.get("format") != ARTIFACT_FORMAT:
+        raise ModelLoadError(f"artifact format {payload.get('format')} is not {ARTIFACT_FORMAT}")
+    return payload["scorer"]
