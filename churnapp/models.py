@@ -157,6 +157,9 @@ class Lead(models.Model):
         max_length=16, choices=RiskTier.choices, default=RiskTier.UNSCORED, db_index=True
     )
     risk_scored_at = models.DateTimeField(null=True, blank=True)
+    # Written with the score by scoring: the top factors behind it and who produced it.
+    risk_reasons = models.JSONField(default=list, blank=True)
+    risk_model_version = models.CharField(max_length=64, blank=True, default="")
 
     class Meta:
         constraints = [

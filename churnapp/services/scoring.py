@@ -145,15 +145,17 @@ def scores_apply(
         cursor.execute(
             f"""
             WITH v AS (
-                SELECT * FROM unnest(%(ids)s::bigint[], %(scores)s::float8[], %(tiers)s::text[])
-                    AS v(id, score, tier)
+                SELECT * FROM unnest(%(ids)s::bigint[], %(scores)s::float8[], %(tiers)s::text[],
+                                     %(reasons)s::text[])
+                    AS v(id, score, tier, reasons)
             ), old AS (
                 SELECT l.id, l.risk_tier FROM {LEAD} l JOIN v ON v.id = l.id
                 WHERE l.tenant_id = %(tenant)s
                   AND (l.risk_scored_at IS NULL OR l.risk_scored_at <= %(as_of)s)
                 ORDER BY l.id FOR UPDATE OF l
             )
-            UPDATE {LEAD} l SET risk_score = v.score, risk_tier = v.tier, risk_scored_at = %(as_of)s
+            UPDATE {LEAD} l SET risk_score = v.score, risk_tier = v.tier, risk_scored_at = %(as_of)s,
+                risk_reasons = v.reasons::jsonb, risk_model_version = %(version)s
             FROM v JOIN old ON old.id = v.id
             WHERE l.id = v.id
             RETURNING l.id, old.risk_tier
@@ -164,6 +166,8 @@ def scores_apply(
                 "tiers": scored.tiers,
                 "tenant": tenant_id,
                 "as_of": as_of,
+                "reasons": reasons,
+                "version": scored.model_version,
             },
         )
         previous = dict(cursor.fetchall())

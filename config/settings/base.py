@@ -193,3 +193,17 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env("LOG_LEVEL", default="INFO")},
 }
+
+# --- Risk scoring: hourly batch rescore (fans out per tenant and chunk), weekly retrain.
+from celery.schedules import crontab  # noqa: E402
+
+CELERY_BEAT_SCHEDULE["churnapp.rescore_all_tenants"] = {
+    "task": "churnapp.rescore_all_tenants",
+    "schedule": crontab(minute=5),
+    "options": {"queue": "scoring"},
+}
+CELERY_BEAT_SCHEDULE["churnapp.retrain_all_tenants"] = {
+    "task": "churnapp.retrain_all_tenants",
+    "schedule": crontab(minute=30, hour=3, day_of_week="sun"),
+    "options": {"queue": "scoring"},
+}

@@ -1,0 +1,3 @@
+"""The managers' screens; each concern registers its models in its own module."""
+
+from churnapp import admin_scoring  # noqa: F401
