@@ -7,7 +7,7 @@ from decimal import Decimal
 from django.conf import settings
 from django.contrib.postgres.fields import ArrayField
 from django.db import models
-from django.db.models import Q
+from django.db.models import JSONField, Q, Value
 
 
 class Tenant(models.Model):
@@ -158,8 +158,9 @@ class Lead(models.Model):
     )
     risk_scored_at = models.DateTimeField(null=True, blank=True)
     # Written with the score by scoring: the top factors behind it and who produced it.
-    risk_reasons = models.JSONField(default=list, blank=True)
-    risk_model_version = models.CharField(max_length=64, blank=True, default="")
+    # Database defaults too, so bulk SQL inserts of leads elsewhere need not name them.
+    risk_reasons = models.JSONField(default=list, db_default=Value([], JSONField()), blank=True)
+    risk_model_version = models.CharField(max_length=64, blank=True, default="", db_default="")
 
     class Meta:
         constraints = [

@@ -89,6 +89,7 @@ def _feature_sql(where: str) -> str:
             MIN(age_d) FILTER (WHERE inbound) AS days_since_inbound,
             COUNT(*) FILTER (WHERE inbound AND age_d <= 14) AS inbound_last14,
             COUNT(*) FILTER (WHERE inbound AND age_d > 14 AND age_d <= 28) AS inbound_prev14,
+            COUNT(*) FILTER (WHERE inbound AND age_d > 14 AND age_d <= 90) AS inbound_baseline,
             COUNT(*) FILTER (WHERE fam = 'email_open' AND age_d > 14 AND age_d <= 28)
                 AS email_open_prev14,
             COUNT(*) FILTER (WHERE inbound AND age_d <= 30) AS inbound_30d,

@@ -42,6 +42,7 @@ RAW_COLUMNS: tuple[str, ...] = (
     "days_since_inbound",
     "inbound_last14",
     "inbound_prev14",
+    "inbound_baseline",
     "email_open_prev14",
     "inbound_30d",
     "outbound_30d",
@@ -57,28 +58,39 @@ RAW_COLUMNS: tuple[str, ...] = (
 NUMERIC_FEATURES: tuple[str, ...] = (
     *RAW_COLUMNS,
     "engagement_trend",
+    "engagement_vs_baseline",
     "email_open_trend",
     "inbound_outbound_ratio_30d",
     "agent_response_hours",
 )
+BASELINE_DAYS = 76  # inbound_baseline counts days 15..90 before the snapshot
 
 LATENCY_CAP_HOURS = 24.0 * 30  # a touch never answered counts as a month's wait
 
 # Features whose effect on churn has a known direction: +1 more = riskier, -1 less =
-# riskier. The gradient-boosted model is held to them so reasons stay truthful.
+# riskier. Both models are held to them (sign bounds for the logistic regression,
+# monotonic constraints for the boosted trees), so that more engagement never raises a
+# score, a longer silence never lowers it, and reasons read true.
+_INBOUND_FAMILIES = ("email_open", "email_click", "reply", "web", "appointment")
 MONOTONIC: dict[str, int] = {
-    "days_since_reply": 1,
+    **{f"days_since_{f}": 1 for f in _INBOUND_FAMILIES},
+    **{f"n{w}_{f}": -1 for f in _INBOUND_FAMILIES for w in WINDOWS},
+    **{f"n{w}_cancellation": 1 for w in WINDOWS},
     "days_since_inbound": 1,
-    "days_since_email_open": 1,
-    "days_since_web": 1,
+    "inbound_last14": -1,
+    "inbound_prev14": -1,
+    "inbound_baseline": -1,
+    "email_open_prev14": -1,
+    "inbound_30d": -1,
     "unanswered_outbound": 1,
     "median_reply_latency_hours": 1,
     "engagement_trend": -1,
-    "n7_reply": -1,
-    "n14_reply": -1,
-    "n30_reply": -1,
-    "inbound_last14": -1,
+    "engagement_vs_baseline": -1,
+    "email_open_trend": -1,
+    "inbound_outbound_ratio_30d": -1,
+    "agent_response_hours": 1,
     "interventions_no_response_90d": 1,
+    "interventions_re_engaged_90d": -1,
 }
 
 
@@ -198,6 +210,9 @@ def vectorize(raw: RawFeatures, spec: FeatureSpec) -> np.ndarray:
     derived = np.column_stack(
         [
             np.log((last14 + 1.0) / (prev14 + 1.0)),
+            # Against the lead's own usual level, so a silence that outlasts the previous
+            # two weeks still reads as a fall rather than as "steady at zero".
+            np.log((last14 + 1.0) / (r[:, col["inbound_baseline"]] * 14.0 / BASELINE_DAYS + 1.0)),
             np.log((opens14 + 1.0) / (opens_prev + 1.0)),
             np.log((r[:, col["inbound_30d"]] + 1.0) / (r[:, col["outbound_30d"]] + 1.0)),
             np.where(np.isnan(raw.agent_hours), spec.agent_hours_fill, raw.agent_hours),
@@ -248,7 +263,14 @@ FACTOR_GROUPS: tuple[FactorGroup, ...] = (
     FactorGroup("web", ("days_since_web", *(f"n{w}_web" for w in WINDOWS)), "days_since_web"),
     FactorGroup(
         "engagement_trend",
-        ("engagement_trend", "inbound_last14", "inbound_prev14", "days_since_inbound"),
+        (
+            "engagement_trend",
+            "engagement_vs_baseline",
+            "inbound_last14",
+            "inbound_prev14",
+            "inbound_baseline",
+            "days_since_inbound",
+        ),
         "engagement_trend",
         -1,
     ),
@@ -351,8 +373,11 @@ def factor_words(key: str, x: np.ndarray, spec: FeatureSpec) -> str:
         return f"no website or property views in {days('days_since_web')}"
     if key == "engagement_trend":
         before, now = v("inbound_prev14"), v("inbound_last14")
+        usual = v("inbound_baseline") * 14.0 / BASELINE_DAYS
         if before > 0 and now < before:
             return f"activity down {_pct_drop(now, before)}% against the previous two weeks"
+        if usual > 0 and now < usual:
+            return f"activity down {_pct_drop(now, usual)}% against its usual two weeks"
         return f"no activity at all in {days('days_since_inbound')}"
     if key == "unanswered":
         n = int(v("unanswered_outbound"))

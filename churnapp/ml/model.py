@@ -9,13 +9,15 @@ from dataclasses import dataclass
 
 import numpy as np
 import sklearn
+from scipy.optimize import minimize
+from scipy.special import expit
+from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.calibration import CalibratedClassifierCV
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.frozen import FrozenEstimator
-from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score
 from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
+from sklearn.preprocessing import FunctionTransformer, StandardScaler
 
 from churnapp.ml.features import (
     FACTOR_GROUPS,
@@ -172,18 +174,78 @@ class TrainingResult:
     n_validation: int
 
 
+class SignedLogisticRegression(ClassifierMixin, BaseEstimator):
+    """L2-regularized logistic regression whose coefficients may be held to a sign
+    (`signs`: +1 >= 0, -1 <= 0, 0 free), fitted with L-BFGS-B. scikit-learn's own
+    LogisticRegression has no bounds; without them correlated windows (n7/n14/n30)
+    take opposite signs and a lead's score can fall while its silence lasts."""
+
+    def __init__(self, C: float = 1.0, signs: tuple[int, ...] | None = None, max_iter: int = 500):
+        self.C = C
+        self.signs = signs
+        self.max_iter = max_iter
+
+    def fit(self, X, y):
+        X = np.asarray(X, dtype=np.float64)
+        y = np.asarray(y, dtype=np.float64)
+        self.classes_ = np.array([0, 1])
+        n, d = X.shape
+        signs = self.signs if self.signs is not None else (0,) * d
+        bounds = [(0, None) if s > 0 else (None, 0) if s < 0 else (None, None) for s in signs]
+        bounds.append((None, None))  # intercept
+        lam = 1.0 / (self.C * n)
+
+        def loss(w):
+            z = X @ w[:-1] + w[-1]
+            # log(1 + e^z) - y z, stably; gradient of the mean plus the L2 penalty
+            value = np.mean(np.logaddexp(0.0, z) - y * z) + 0.5 * lam * np.dot(w[:-1], w[:-1])
+            residual = expit(z) - y
+            grad = np.append(X.T @ residual / n + lam * w[:-1], residual.mean())
+            return value, grad
+
+        result = minimize(
+            loss,
+            np.zeros(d + 1),
+            jac=True,
+            method="L-BFGS-B",
+            bounds=bounds,
+            options={"maxiter": self.max_iter},
+        )
+        self.coef_ = result.x[:-1].reshape(1, -1)
+        self.intercept_ = result.x[-1:]
+        self.n_iter_ = result.nit
+        return self
+
+    def decision_function(self, X):
+        return np.asarray(X, dtype=np.float64) @ self.coef_[0] + self.intercept_[0]
+
+    def predict_proba(self, X):
+        p = expit(self.decision_function(X))
+        return np.column_stack([1.0 - p, p])
+
+    def predict(self, X):
+        return (self.predict_proba(X)[:, 1] >= 0.5).astype(np.int64)
+
+
+def signed_log(X: np.ndarray) -> np.ndarray:
+    """Counts and durations are heavy-tailed: compare them on a log scale (sign kept)."""
+    return np.sign(X) * np.log1p(np.abs(X))
+
+
 def _candidates(spec: FeatureSpec, seed: int) -> dict[str, object]:
     names = spec.names
     monotonic = [MONOTONIC.get(name, 0) for name in names]
     return {
         "logreg": make_pipeline(
-            StandardScaler(), LogisticRegression(C=0.5, max_iter=2000, random_state=seed)
+            FunctionTransformer(signed_log),
+            StandardScaler(),
+            SignedLogisticRegression(C=0.1, signs=tuple(monotonic)),
         ),
         "gbm": HistGradientBoostingClassifier(
-            max_iter=200,
-            learning_rate=0.06,
-            max_leaf_nodes=15,
-            min_samples_leaf=40,
+            max_iter=120,
+            learning_rate=0.05,
+            max_leaf_nodes=8,
+            min_samples_leaf=80,
             l2_regularization=1.0,
             monotonic_cst=monotonic,
             early_stopping=False,

@@ -92,7 +92,8 @@ def history_generate(
             stamps = []
             for kind in rng.choice(in_kinds, size=n_in, p=in_p):
                 stamps.append((str(kind), None))
-            if cooling and rng.random() < 0.03:
+            cancelled = cooling and rng.random() < 0.03
+            if cancelled:
                 stamps.append(("appointment_cancelled", None))
             for kind in rng.choice(out_kinds, size=n_out, p=out_p):
                 stamps.append((str(kind), None))
@@ -100,7 +101,7 @@ def history_generate(
                 at = day_start + dt.timedelta(seconds=int(rng.integers(0, 86400)))
                 if at <= end:
                     events.append(SyntheticEvent(external_id, at, kind, value))
-            silent_days = silent_days + 1 if n_in == 0 else 0
+            silent_days = silent_days + 1 if n_in == 0 and not cancelled else 0
             at_close = day_start + dt.timedelta(hours=23, minutes=59)
             if silent_days >= 14 and rng.random() < 0.05:
                 events.append(SyntheticEvent(external_id, at_close, "opportunity_lost"))
