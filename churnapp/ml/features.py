@@ -361,9 +361,9 @@ def factor_words(key: str, x: np.ndarray, spec: FeatureSpec) -> str:
         return f"over {LOOKBACK_DAYS} days" if d >= LOOKBACK_DAYS else f"{int(d)} days"
 
     if key == "replies":
-        if v("n30_reply") == 0:
+        if v("n30_reply") == 0 or v("days_since_reply") >= 7:
             return f"no reply in {days('days_since_reply')}"
-        return f"only {int(v('n30_reply'))} replies in the last 30 days, the last {days('days_since_reply')} ago"
+        return f"only {int(v('n30_reply'))} replies in the last 30 days"
     if key == "email_engagement":
         before, now = v("email_open_prev14"), v("n14_email_open")
         if before > 0 and now < before:

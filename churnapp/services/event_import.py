@@ -9,6 +9,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import IO
 
+import psycopg2
 from django.db import DataError, connection, transaction
 from django.utils import timezone
 from psycopg2.extras import execute_values
@@ -92,6 +93,8 @@ def events_import(
     report = ImportReport()
     with connection.cursor() as cursor:
         raw = cursor.cursor
+        # Dropped at commit; dropped here too when an outer transaction runs two imports.
+        raw.execute("DROP TABLE IF EXISTS import_raw, import_map, import_events")
         raw.execute(
             "CREATE TEMP TABLE import_raw ("
             + ", ".join(f"{c} text" for c in staging_cols)
@@ -105,25 +108,31 @@ def events_import(
         raw.execute("CREATE TEMP TABLE import_map (raw text PRIMARY KEY, kind text) ON COMMIT DROP")
         if mapping:
             execute_values(raw, "INSERT INTO import_map VALUES %s", list(mapping.items()))
-        raw.execute("SET LOCAL TIME ZONE %s", [time_zone])
         value_expr = (
-            f"NULLIF(trim(r.{col['value']}), '')::double precision" if "value" in col else "NULL"
+            f"NULLIF(trim(r.{col['value']}), '')::double precision"
+            if "value" in col
+            else "NULL::double precision"
         )
         try:
             raw.execute(
                 f"""
                 CREATE TEMP TABLE import_events ON COMMIT DROP AS
                 SELECT trim(r.{col["lead"]}) AS ext,
-                       trim(r.{col["time"]})::timestamptz AS ts,
+                       CASE WHEN trim(r.{col["time"]}) ~ %(offset)s
+                            THEN trim(r.{col["time"]})::timestamptz
+                            ELSE trim(r.{col["time"]})::timestamp AT TIME ZONE %(tz)s END AS ts,
                        trim(r.{col["kind"]}) AS raw_kind,
                        COALESCE(m.kind, trim(r.{col["kind"]})) AS kind,
                        {value_expr} AS value,
                        r.{col["lead"]} || '|' || r.{col["time"]} || '|' || r.{col["kind"]}
                            || '|' || COALESCE({"r." + col["value"] if "value" in col else "NULL"}, '') AS line
                 FROM import_raw r LEFT JOIN import_map m ON m.raw = trim(r.{col["kind"]})
-                """
+                """,
+                # A time of day followed by Z or an offset; anything else is local time
+                # in `time_zone` (a session time zone would leak into the caller's reads).
+                {"offset": r"\d:\d\d(:\d\d(\.\d+)?)?\s*([Zz]|[+-]\d\d(:?\d\d)?)$", "tz": time_zone},
             )
-        except DataError as exc:
+        except (DataError, psycopg2.DataError) as exc:
             raise ApplicationError(
                 f"A time or value cell cannot be read: {str(exc).splitlines()[0]}",
                 code="bad_cell",
