@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -103,8 +104,8 @@ class FeatureSpec:
     sources: tuple[str, ...] = ()
     agent_hours_fill: float = 24.0
 
-    @property
-    def names(self) -> list[str]:
+    @functools.cached_property
+    def names(self) -> list[str]:  # computed once per spec (read-only by convention)
         return [
             *NUMERIC_FEATURES,
             *(f"stage={s}" for s in self.stages),
@@ -349,12 +350,18 @@ def _pct_drop(now: float, before: float) -> int:
     return int(round(100.0 * (before - now) / before)) if before > 0 else 0
 
 
+@functools.lru_cache(maxsize=64)
+def _positions(names: tuple[str, ...]) -> dict[str, int]:
+    return {name: i for i, name in enumerate(names)}
+
+
 def factor_words(key: str, x: np.ndarray, spec: FeatureSpec) -> str:
     """Plain words an agent can act on, from the lead's own values."""
     names = spec.names
+    position = _positions(tuple(names))
 
     def v(name: str) -> float:
-        return float(x[names.index(name)])
+        return float(x[position[name]])
 
     def days(name: str) -> str:
         d = v(name)
@@ -401,7 +408,7 @@ def factor_words(key: str, x: np.ndarray, spec: FeatureSpec) -> str:
         return f"lead is {int(v('lead_age_days'))} days old"
     if key in ("stage", "source"):
         values = spec.stages if key == "stage" else spec.sources
-        hot = [s for s in values if x[names.index(f"{key}={s}")] == 1.0]
+        hot = [s for s in values if x[position[f"{key}={s}"]] == 1.0]
         label = "pipeline stage" if key == "stage" else "lead source"
         return f"{label} '{hot[0]}' churns more often" if hot else f"{label} not seen in training"
     raise KeyError(key)

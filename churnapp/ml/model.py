@@ -86,23 +86,29 @@ def reasons_explain(scorer: Scorer, X: np.ndarray, p: np.ndarray, top: int = 3) 
     counterfactual = scorer.predict_proba(stacked.reshape(len(keys) * n, -1)).reshape(len(keys), n)
     drops = p[np.newaxis, :] - counterfactual  # (G, n): how much each factor adds
     names = scorer.spec.names
+    lead_cols = {}
+    for key in keys:
+        feature = meta[key].lead_feature
+        if feature is not None and not np.isnan(scorer.reference[names.index(feature)]):
+            j = names.index(feature)
+            lead_cols[key] = (j, scorer.reference[j], meta[key].risky_direction)
+    order = np.argsort(-drops, axis=0)  # (G, n): factors by what they add, per lead
     out: list[list[dict]] = []
     for i in range(n):
         chosen = []
-        for g in np.argsort(-drops[:, i]):
-            if len(chosen) == top or drops[g, i] < MIN_REASON_DROP:
+        for g in order[:, i]:
+            impact = drops[g, i]
+            if len(chosen) == top or impact < MIN_REASON_DROP:
                 break
-            group = meta[keys[g]]
-            if group.lead_feature is not None:
-                j = names.index(group.lead_feature)
-                ref = scorer.reference[j]
-                if not np.isnan(ref) and (X[i, j] - ref) * group.risky_direction <= 0:
-                    continue  # the model leans on it, but the lead is not abnormal there
+            key = keys[g]
+            check = lead_cols.get(key)
+            if check is not None and (X[i, check[0]] - check[1]) * check[2] <= 0:
+                continue  # the model leans on it, but the lead is not abnormal there
             chosen.append(
                 {
-                    "factor": keys[g],
-                    "text": factor_words(keys[g], X[i], scorer.spec),
-                    "impact": round(float(drops[g, i]), 4),
+                    "factor": key,
+                    "text": factor_words(key, X[i], scorer.spec),
+                    "impact": round(float(impact), 4),
                 }
             )
         out.append(chosen)

@@ -149,7 +149,7 @@ def scores_apply(
                                      %(reasons)s::text[])
                     AS v(id, score, tier, reasons)
             ), old AS (
-                SELECT l.id, l.risk_tier FROM {LEAD} l JOIN v ON v.id = l.id
+                SELECT l.id, l.risk_tier, l.risk_scored_at FROM {LEAD} l JOIN v ON v.id = l.id
                 WHERE l.tenant_id = %(tenant)s
                   AND (l.risk_scored_at IS NULL OR l.risk_scored_at <= %(as_of)s)
                 ORDER BY l.id FOR UPDATE OF l
@@ -158,7 +158,7 @@ def scores_apply(
                 risk_reasons = v.reasons::jsonb, risk_model_version = %(version)s
             FROM v JOIN old ON old.id = v.id
             WHERE l.id = v.id
-            RETURNING l.id, old.risk_tier
+            RETURNING l.id, old.risk_tier, old.risk_scored_at
             """,
             {
                 "ids": ids,
@@ -170,7 +170,8 @@ def scores_apply(
                 "version": scored.model_version,
             },
         )
-        previous = dict(cursor.fetchall())
+        returned = cursor.fetchall()
+        previous = {lead_id: tier for lead_id, tier, _at in returned}
         position = {lead_id: i for i, lead_id in enumerate(ids)}
         changed = [
             lead_id for lead_id, old in previous.items() if old != scored.tiers[position[lead_id]]
@@ -211,10 +212,14 @@ def scores_apply(
             )
             by_lead = {lead_id: pk for pk, lead_id in cursor.fetchall()}
             assessment_ids = [by_lead[c] for c in changed]
-        written = sorted(previous)
+        # A lead scored earlier today already has today's snapshot (every score writes
+        # one if missing), so hourly runs after the first insert none.
+        day_start = dt.datetime.combine(day, dt.time(0), tzinfo=dt.UTC)
+        written = sorted(lead_id for lead_id, _tier, at in returned if at is None or at < day_start)
         widx = [position[w] for w in written]
-        cursor.execute(
-            f"""
+        if written:
+            cursor.execute(
+                f"""
             INSERT INTO {ASSESSMENT} (tenant_id, lead_id, kind, assessed_at, day, score, tier,
                 previous_tier, model_version, reasons, run_id)
             SELECT %(tenant)s, v.id, %(kind)s, %(as_of)s, %(day)s, v.score, v.tier, v.prev,
@@ -224,16 +229,20 @@ def scores_apply(
                 AS v(id, score, tier, prev, reasons)
             ON CONFLICT (lead_id, day) WHERE kind = 'daily' DO NOTHING
             """,
-            {
-                **common,
-                "kind": AssessmentKind.DAILY,
-                "ids": written,
-                "scores": [scores[i] for i in widx],
-                "tiers": [scored.tiers[i] for i in widx],
-                "prev": [previous[w] for w in written],
-                "reasons": [reasons[i] for i in widx],
-            },
-        )
+                {
+                    **common,
+                    "kind": AssessmentKind.DAILY,
+                    "ids": written,
+                    "scores": [scores[i] for i in widx],
+                    "tiers": [scored.tiers[i] for i in widx],
+                    "prev": [previous[w] for w in written],
+                    "reasons": [reasons[i] for i in widx],
+                },
+            )
+        if not changed:
+            # Nothing a receiver acts on was written: a score lost to a crash in the next
+            # few milliseconds is recomputed by the next run, so skip the WAL flush wait.
+            cursor.execute("SET LOCAL synchronous_commit TO OFF")
     for lead_id, assessment_id in zip(changed, assessment_ids, strict=True):
         i = position[lead_id]
         risk_assessed.send(

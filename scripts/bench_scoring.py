@@ -1,0 +1,278 @@
+"""Scoring benchmark: builds a tenant of N leads / M activities with COPY, then measures
+a full batch rescore, its raw floor (feature SQL alone, model call alone) and real-time
+single-lead rescores. Not a test: it prints figures.
+
+    DATABASE_URL=... python scripts/bench_scoring.py                 # 20k leads / 600k
+    DATABASE_URL=... python scripts/bench_scoring.py --leads 1000000 --activities 30000000
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import io
+import os
+import statistics
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.local")
+
+import django  # noqa: E402
+
+django.setup()
+
+import numpy as np  # noqa: E402
+from django.db import connection, connections  # noqa: E402
+from django.utils import timezone  # noqa: E402
+
+from churnapp import risk_selectors  # noqa: E402
+from churnapp.ml.features import vectorize  # noqa: E402
+from churnapp.ml.model import reasons_explain  # noqa: E402
+from churnapp.models import (  # noqa: E402
+    KIND_CHANNEL,
+    KIND_DIRECTION,
+    Agent,
+    ChurnDefinition,
+    Lead,
+    LeadActivity,
+    Tenant,
+)
+from churnapp.services.model_registry import scorer_for_tenant  # noqa: E402
+from churnapp.services.scoring import (  # noqa: E402
+    leads_rescore,
+    scores_apply,
+    scores_compute,
+    scoring_chunk_process,
+    scoring_run_start,
+)
+from churnapp.services.training import churn_model_train  # noqa: E402
+
+KINDS = {
+    "email_open": 0.26,
+    "email_click": 0.06,
+    "email_reply": 0.06,
+    "sms_inbound": 0.07,
+    "call_inbound": 0.02,
+    "website_visit": 0.1,
+    "property_view": 0.07,
+    "form_submit": 0.01,
+    "appointment_booked": 0.01,
+    "showing_attended": 0.005,
+    "appointment_cancelled": 0.005,
+    "email_outbound": 0.18,
+    "sms_outbound": 0.12,
+    "call_outbound": 0.04,
+}
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def build(slug: str, n_leads: int, n_activities: int, seed: int) -> Tenant:
+    rng = np.random.default_rng(seed)
+    Tenant.objects.filter(slug=slug).delete()
+    tenant = Tenant.objects.create(name=f"Bench {slug}", slug=slug)
+    agents = Agent.objects.bulk_create([Agent(tenant=tenant, name=f"agent {i}") for i in range(50)])
+    now = timezone.now()
+    t0 = time.perf_counter()
+    buf = io.StringIO()
+    agent_ids = np.array([a.pk for a in agents])
+    created = now - dt.timedelta(days=400)
+    for i in range(n_leads):
+        buf.write(
+            f"{tenant.pk}\tb{i}\t\t\t\t\t\t{('zillow', 'realtor', 'website', 'referral')[i % 4]}\t"
+            f"{('new', 'contacted', 'showing', 'offer')[(i // 4) % 4]}\tactive\tt\tt\tf\t{{}}\t{{}}\t{{}}\t"
+            f"{created.isoformat()}\t{now.isoformat()}\t{now.isoformat()}\tunscored\t"
+            f"{agent_ids[i % len(agent_ids)]}\n"
+        )
+    buf.seek(0)
+    with connection.cursor() as cursor:
+        cursor.cursor.copy_expert(
+            f"""COPY {Lead._meta.db_table} (tenant_id, external_id, first_name, last_name, email,
+                phone, timezone, source, pipeline_stage, status, consent_sms, consent_email, dnd,
+                dnd_channels, tags, custom_fields, crm_created_at, created_at, updated_at,
+                risk_tier, assigned_agent_id) FROM STDIN""",
+            buf,
+        )
+    lead_ids = np.array(
+        Lead.objects.filter(tenant=tenant).order_by("id").values_list("id", flat=True)
+    )
+    log(f"{n_leads} leads copied in {time.perf_counter() - t0:.1f}s")
+
+    # Each lead: an activity weight (how busy) and a "going cold" age after which it
+    # is quiet, so recency and trends differ across leads as they do in life.
+    weight = rng.lognormal(0, 0.8, n_leads)
+    weight /= weight.sum()
+    cold_after = rng.exponential(60.0, n_leads)  # days before now the lead went quiet
+    kinds = np.array(list(KINDS))
+    p = np.array(list(KINDS.values()))
+    p /= p.sum()
+    direction = {k: KIND_DIRECTION[k] for k in kinds}
+    channel = {k: KIND_CHANNEL[k] for k in kinds}
+    batch = 1_000_000
+    t0 = time.perf_counter()
+    now_s = now.timestamp()
+    for start in range(0, n_activities, batch):
+        n = min(batch, n_activities - start)
+        who = rng.choice(n_leads, size=n, p=weight)
+        kind = rng.choice(len(kinds), size=n, p=p)
+        inbound = np.array([direction[k] == "inbound" for k in kinds])[kind]
+        age_days = rng.uniform(0, 365, n)
+        # inbound events of a cold lead move to before it went cold
+        cold = cold_after[who]
+        age_days = np.where(inbound & (age_days < cold), cold + rng.uniform(0, 30, n), age_days)
+        ts = now_s - age_days * 86400.0
+        out = io.StringIO()
+        stamps = [dt.datetime.fromtimestamp(t, dt.UTC).isoformat() for t in ts]
+        for j in range(n):
+            k = kinds[kind[j]]
+            out.write(
+                f"{tenant.pk}\t{lead_ids[who[j]]}\t{k}\t{direction[k]}\t{channel[k]}\t"
+                f"{stamps[j]}\tb{start + j}\t\\N\t{{}}\t{now.isoformat()}\n"
+            )
+        out.seek(0)
+        with connection.cursor() as cursor:
+            cursor.cursor.copy_expert(
+                f"""COPY {LeadActivity._meta.db_table} (tenant_id, lead_id, kind, direction,
+                    channel, occurred_at, source_event_id, value, payload, created_at)
+                    FROM STDIN""",
+                out,
+            )
+        log(f"  {start + n} activities copied ({time.perf_counter() - t0:.0f}s)")
+    connection.close()
+    # VACUUM sets the visibility map, so the feature SQL reads the index alone.
+    with connections["default"].cursor() as cursor:
+        t0 = time.perf_counter()
+        cursor.execute(f"VACUUM ANALYZE {LeadActivity._meta.db_table}")
+        cursor.execute(f"VACUUM ANALYZE {Lead._meta.db_table}")
+        log(f"vacuum analyze {time.perf_counter() - t0:.1f}s")
+    return tenant
+
+
+def _process_chunk(chunk_id: int) -> tuple[int, float]:
+    t0 = time.perf_counter()
+    applied = scoring_chunk_process(chunk_id=chunk_id)
+    return (applied.scored if applied else 0), time.perf_counter() - t0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--leads", type=int, default=20_000)
+    parser.add_argument("--activities", type=int, default=600_000)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--reuse", action="store_true", help="reuse the tenant if it exists")
+    parser.add_argument("--realtime-samples", type=int, default=300)
+    args = parser.parse_args()
+    slug = f"bench-{args.leads}-{args.activities}"
+    tenant = Tenant.objects.filter(slug=slug).first() if args.reuse else None
+    if tenant is None:
+        tenant = build(slug, args.leads, args.activities, args.seed)
+    log(f"tenant {slug}: {Lead.objects.filter(tenant=tenant).count()} leads")
+
+    # A real model for this tenant: monthly snapshots keep training short here.
+    ChurnDefinition.objects.update_or_create(
+        tenant=tenant, defaults={"snapshot_every_days": 30, "min_training_snapshots": 500}
+    )
+    if not tenant.churn_models.filter(status="active").exists():
+        t0 = time.perf_counter()
+        outcome = churn_model_train(tenant=tenant)
+        log(f"trained in {time.perf_counter() - t0:.1f}s: {outcome.message}")
+    scorer = scorer_for_tenant(tenant_id=tenant.pk)
+    log(f"scorer {scorer.version}")
+
+    # 1) Full batch rescore: one run, chunks over a process pool (= workers).
+    connections.close_all()
+    t0 = time.perf_counter()
+    # A fresh slot per benchmark run (the hourly slot would be taken by a repeat run).
+    run, _ = scoring_run_start(tenant_id=tenant.pk, slot=timezone.now())
+    chunk_ids = list(run.chunks.order_by("index").values_list("id", flat=True))
+    start_s = time.perf_counter() - t0
+    connections.close_all()
+    with ProcessPoolExecutor(max_workers=args.workers) as pool:
+        results = list(pool.map(_process_chunk, chunk_ids))
+    full = time.perf_counter() - t0
+    scored = sum(r[0] for r in results)
+    chunk_times = [r[1] for r in results]
+    log(
+        f"FULL RESCORE: {scored} leads in {full:.1f}s wall with {args.workers} workers "
+        f"(run start incl. agent stats {start_s:.1f}s; {len(chunk_ids)} chunks, "
+        f"chunk p50 {statistics.median(chunk_times):.2f}s, sum {sum(chunk_times):.1f}s)"
+    )
+
+    # 2) The raw floor, same chunks, one process: feature SQL alone; model call alone.
+    thresholds = risk_selectors.tenant_thresholds(tenant_id=tenant.pk)
+    hours = run.agent_response_hours
+    sql_s = vec_s = predict_s = reasons_s = write_s = 0.0
+    n = 0
+    as_of = timezone.now()
+    for chunk in run.chunks.order_by("index"):
+        t = time.perf_counter()
+        raw = risk_selectors.lead_features(
+            tenant_id=tenant.pk,
+            as_of=as_of,
+            id_range=(chunk.first_lead_id, chunk.last_lead_id),
+            only_active=True,
+            agent_response_hours=hours,
+        )
+        sql_s += time.perf_counter() - t
+        t = time.perf_counter()
+        X = vectorize(raw, scorer.spec)
+        vec_s += time.perf_counter() - t
+        t = time.perf_counter()
+        p = scorer.predict_proba(X)
+        predict_s += time.perf_counter() - t
+        t = time.perf_counter()
+        reasons_explain(scorer, X, p)
+        reasons_s += time.perf_counter() - t
+        t = time.perf_counter()
+        scored_leads = scores_compute(scorer=scorer, raw=raw, thresholds=thresholds, as_of=as_of)
+        scores_apply(tenant_id=tenant.pk, scored=scored_leads)
+        write_s += time.perf_counter() - t
+        n += len(raw)
+    floor = sql_s + predict_s
+    log(
+        f"RAW FLOOR (1 process, {n} leads): feature SQL {sql_s:.1f}s + model call "
+        f"{predict_s:.2f}s = {floor:.1f}s; vectorize {vec_s:.2f}s, reasons "
+        f"{reasons_s:.1f}s, compute+bulk write {write_s:.1f}s"
+    )
+    log(
+        f"OVERHEAD: full rescore CPU-sum over chunks {sum(chunk_times):.1f}s / floor "
+        f"{floor:.1f}s = {sum(chunk_times) / floor:.2f}x"
+    )
+
+    # 3) Real-time: one lead, features + predict + reasons + write, as the task does.
+    rng = np.random.default_rng(7)
+    ids = np.array(Lead.objects.filter(tenant=tenant).values_list("id", flat=True))
+    sample = rng.choice(ids, size=min(args.realtime_samples, len(ids)), replace=False)
+    leads_rescore(tenant_id=tenant.pk, lead_ids=[int(sample[0])])  # warm caches
+    times, sql_times = [], []
+    for lead_id in sample:
+        t = time.perf_counter()
+        leads_rescore(tenant_id=tenant.pk, lead_ids=[int(lead_id)])
+        times.append((time.perf_counter() - t) * 1000)
+        t = time.perf_counter()
+        risk_selectors.lead_features(
+            tenant_id=tenant.pk, as_of=timezone.now(), lead_ids=[int(lead_id)]
+        )
+        sql_times.append((time.perf_counter() - t) * 1000)
+    times.sort()
+    sql_times.sort()
+
+    def pct(values, q):
+        return values[min(len(values) - 1, int(q * len(values)))]
+
+    log(
+        f"REAL-TIME RESCORE ({len(times)} leads): p50 {pct(times, 0.5):.1f} ms, p99 "
+        f"{pct(times, 0.99):.1f} ms (its feature SQL alone: p50 {pct(sql_times, 0.5):.1f} ms, "
+        f"p99 {pct(sql_times, 0.99):.1f} ms)"
+    )
+
+
+if __name__ == "__main__":
+    main()
