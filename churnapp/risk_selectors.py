@@ -260,7 +260,12 @@ def tier_for_score(score: float, thresholds: RiskThresholds) -> str:
 
 
 def tiers_for_scores(scores: np.ndarray, thresholds: RiskThresholds) -> list[str]:
-    return [tier_for_score(float(s), thresholds) for s in scores]
+    """`tier_for_score` for many scores at once (same thresholds, same boundaries)."""
+    cuts = np.array([thresholds.early_warning, thresholds.active_risk, thresholds.critical])
+    names = np.array(
+        [RiskTier.LOW, RiskTier.EARLY_WARNING, RiskTier.ACTIVE_RISK, RiskTier.CRITICAL]
+    )
+    return names[np.searchsorted(cuts, scores, side="right")].tolist()
 
 
 def tenant_churn_definition(*, tenant_id: int) -> ChurnDefinition:

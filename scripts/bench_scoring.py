@@ -74,7 +74,6 @@ def log(msg: str) -> None:
 
 
 def build(slug: str, n_leads: int, n_activities: int, seed: int) -> Tenant:
-    rng = np.random.default_rng(seed)
     Tenant.objects.filter(slug=slug).delete()
     tenant = Tenant.objects.create(name=f"Bench {slug}", slug=slug)
     agents = Agent.objects.bulk_create([Agent(tenant=tenant, name=f"agent {i}") for i in range(50)])
@@ -104,46 +103,57 @@ def build(slug: str, n_leads: int, n_activities: int, seed: int) -> Tenant:
     )
     log(f"{n_leads} leads copied in {time.perf_counter() - t0:.1f}s")
 
-    # Each lead: an activity weight (how busy) and a "going cold" age after which it
-    # is quiet, so recency and trends differ across leads as they do in life.
-    weight = rng.lognormal(0, 0.8, n_leads)
-    weight /= weight.sum()
-    cold_after = rng.exponential(60.0, n_leads)  # days before now the lead went quiet
-    kinds = np.array(list(KINDS))
-    p = np.array(list(KINDS.values()))
-    p /= p.sum()
-    direction = {k: KIND_DIRECTION[k] for k in kinds}
-    channel = {k: KIND_CHANNEL[k] for k in kinds}
-    batch = 1_000_000
+    # Activities are generated inside PostgreSQL (INSERT ... SELECT generate_series), a
+    # bulk path faster than COPY because no row crosses the wire. Each lead gets a
+    # busyness (skewed: a few leads are very active) and a day it went quiet, so recency
+    # and trends differ across leads as they do in life.
+    lo, hi = int(lead_ids[0]), int(lead_ids[-1])
+    assert hi - lo + 1 == n_leads, "bench leads must have contiguous ids"
+    bag = []
+    for kind, share in KINDS.items():
+        bag += [kind] * max(1, round(share * 200))
+    kinds_sql = "ARRAY[" + ",".join(f"'{k}'" for k in bag) + "]"
+    direction_case = " ".join(f"WHEN '{k}' THEN '{KIND_DIRECTION[k]}'" for k in KINDS)
+    channel_case = " ".join(f"WHEN '{k}' THEN '{KIND_CHANNEL[k]}'" for k in KINDS)
+    batch = 2_000_000
     t0 = time.perf_counter()
-    now_s = now.timestamp()
-    for start in range(0, n_activities, batch):
-        n = min(batch, n_activities - start)
-        who = rng.choice(n_leads, size=n, p=weight)
-        kind = rng.choice(len(kinds), size=n, p=p)
-        inbound = np.array([direction[k] == "inbound" for k in kinds])[kind]
-        age_days = rng.uniform(0, 365, n)
-        # inbound events of a cold lead move to before it went cold
-        cold = cold_after[who]
-        age_days = np.where(inbound & (age_days < cold), cold + rng.uniform(0, 30, n), age_days)
-        ts = now_s - age_days * 86400.0
-        out = io.StringIO()
-        stamps = [dt.datetime.fromtimestamp(t, dt.UTC).isoformat() for t in ts]
-        for j in range(n):
-            k = kinds[kind[j]]
-            out.write(
-                f"{tenant.pk}\t{lead_ids[who[j]]}\t{k}\t{direction[k]}\t{channel[k]}\t"
-                f"{stamps[j]}\tb{start + j}\t\\N\t{{}}\t{now.isoformat()}\n"
-            )
-        out.seek(0)
-        with connection.cursor() as cursor:
-            cursor.cursor.copy_expert(
-                f"""COPY {LeadActivity._meta.db_table} (tenant_id, lead_id, kind, direction,
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT setseed(%s)", [seed / 1000.0])
+        # Generated rows reference leads just created: skip the per-row FK trigger.
+        cursor.execute("SET session_replication_role = replica")
+        for start in range(0, n_activities, batch):
+            n = min(batch, n_activities - start)
+            cursor.execute(
+                f"""
+                INSERT INTO {LeadActivity._meta.db_table} (tenant_id, lead_id, kind, direction,
                     channel, occurred_at, source_event_id, value, payload, created_at)
-                    FROM STDIN""",
-                out,
+                SELECT %(tenant)s, %(lo)s + x.idx, x.kind,
+                       CASE x.kind {direction_case} END, CASE x.kind {channel_case} END,
+                       %(now)s - make_interval(secs => 86400 * CASE
+                           WHEN x.kind NOT LIKE '%%outbound' AND x.age < x.cold
+                           THEN x.cold + random() * 30 ELSE x.age END),
+                       'b' || x.g, NULL, '{{}}', %(now)s
+                FROM (
+                    SELECT g, idx, ({kinds_sql})[1 + floor(random() * {len(bag)})::int] AS kind,
+                           random() * 365 AS age,
+                           -60 * ln(1 - (abs(hashint4(idx)) %% 9973) / 9973.0) AS cold
+                    FROM (
+                        SELECT g, floor(%(n_leads)s * power(random(), 1.6))::int AS idx
+                        FROM generate_series(%(first)s, %(last)s) AS g
+                    ) s
+                ) x
+                """,
+                {
+                    "tenant": tenant.pk,
+                    "lo": lo,
+                    "now": now,
+                    "n_leads": n_leads,
+                    "first": start,
+                    "last": start + n - 1,
+                },
             )
-        log(f"  {start + n} activities copied ({time.perf_counter() - t0:.0f}s)")
+            log(f"  {start + n} activities generated ({time.perf_counter() - t0:.0f}s)")
+        cursor.execute("SET session_replication_role = DEFAULT")
     connection.close()
     # VACUUM sets the visibility map, so the feature SQL reads the index alone.
     with connections["default"].cursor() as cursor:

@@ -193,18 +193,19 @@ def spec_fit(raw: RawFeatures, *, max_categories: int = 12) -> FeatureSpec:
     )
 
 
+_RAW_POSITION = {name: i for i, name in enumerate(RAW_COLUMNS)}
+_RECENCY = np.array([i for i, n in enumerate(RAW_COLUMNS) if n.startswith("days_since_")])
+_LATENCY = RAW_COLUMNS.index("median_reply_latency_hours")
+
+
 def vectorize(raw: RawFeatures, spec: FeatureSpec) -> np.ndarray:
     """The model matrix, columns in `spec.names` order."""
-    col = {name: i for i, name in enumerate(RAW_COLUMNS)}
+    col = _RAW_POSITION
     r = raw.raw.copy()
     # NULLs from SQL mean "none in the lookback window": counts 0, recency capped.
-    for i, name in enumerate(RAW_COLUMNS):
-        if name.startswith("days_since_"):
-            r[:, i] = np.where(np.isnan(r[:, i]), LOOKBACK_DAYS, np.minimum(r[:, i], LOOKBACK_DAYS))
-        elif name == "median_reply_latency_hours":
-            r[:, i] = np.where(np.isnan(r[:, i]), LATENCY_CAP_HOURS, r[:, i])
-        else:
-            r[:, i] = np.nan_to_num(r[:, i], nan=0.0)
+    r[:, _RECENCY] = np.fmin(r[:, _RECENCY], LOOKBACK_DAYS)  # fmin: NaN -> the cap
+    r[:, _LATENCY] = np.where(np.isnan(r[:, _LATENCY]), LATENCY_CAP_HOURS, r[:, _LATENCY])
+    r[np.isnan(r)] = 0.0
     r[:, col["lead_age_days"]] = np.maximum(r[:, col["lead_age_days"]], 0.0)
     last14, prev14 = r[:, col["inbound_last14"]], r[:, col["inbound_prev14"]]
     opens14, opens_prev = r[:, col["n14_email_open"]], r[:, col["email_open_prev14"]]
@@ -316,7 +317,11 @@ FACTOR_GROUPS: tuple[FactorGroup, ...] = (
 
 
 def group_columns(spec: FeatureSpec) -> dict[str, np.ndarray]:
-    names = spec.names
+    return _group_columns(tuple(spec.names))
+
+
+@functools.lru_cache(maxsize=64)
+def _group_columns(names: tuple[str, ...]) -> dict[str, np.ndarray]:
     out = {}
     for group in FACTOR_GROUPS:
         idx = [

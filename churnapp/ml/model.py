@@ -70,12 +70,28 @@ def _normal(scorer: Scorer, values: np.ndarray, cols: np.ndarray) -> np.ndarray:
     return np.where(np.isnan(ref), values, ref)
 
 
-def reasons_explain(scorer: Scorer, X: np.ndarray, p: np.ndarray, top: int = 3) -> list[list[dict]]:
-    """The top factors that raised each lead's score, found by asking the model itself:
-    a factor is named only if moving its features to normal lowers this lead's score.
-    One vectorized call over (leads x factor groups) rows."""
+def scores_with_reasons(
+    scorer: Scorer, X: np.ndarray, top: int = 3
+) -> tuple[np.ndarray, list[list[dict]]]:
+    """Scores and the top factors that raised each, in ONE model call over the leads and
+    their counterfactuals (each factor group moved to normal): a factor is named only if
+    moving it to normal lowers this lead's score, so reasons are faithful by design."""
     groups = group_columns(scorer.spec)
-    meta = {g.key: g for g in FACTOR_GROUPS}
+    keys = list(groups)
+    n = len(X)
+    if n == 0:
+        return np.zeros(0), []
+    stacked = np.repeat(X[np.newaxis, :, :], len(keys) + 1, axis=0)  # (1 + G, n, F)
+    for g, key in enumerate(keys, start=1):
+        stacked[g][:, groups[key]] = _normal(scorer, X[:, groups[key]], groups[key])
+    every = scorer.predict_proba(stacked.reshape((len(keys) + 1) * n, -1)).reshape(len(keys) + 1, n)
+    p = every[0]
+    return p, _reasons_from(scorer, X, p, every[1:], keys, top)
+
+
+def reasons_explain(scorer: Scorer, X: np.ndarray, p: np.ndarray, top: int = 3) -> list[list[dict]]:
+    """Reasons for scores already computed (one model call over the counterfactuals)."""
+    groups = group_columns(scorer.spec)
     keys = list(groups)
     n = len(X)
     if n == 0 or not keys:
@@ -84,6 +100,19 @@ def reasons_explain(scorer: Scorer, X: np.ndarray, p: np.ndarray, top: int = 3) 
     for g, key in enumerate(keys):
         stacked[g][:, groups[key]] = _normal(scorer, X[:, groups[key]], groups[key])
     counterfactual = scorer.predict_proba(stacked.reshape(len(keys) * n, -1)).reshape(len(keys), n)
+    return _reasons_from(scorer, X, p, counterfactual, keys, top)
+
+
+def _reasons_from(
+    scorer: Scorer,
+    X: np.ndarray,
+    p: np.ndarray,
+    counterfactual: np.ndarray,
+    keys: list[str],
+    top: int,
+) -> list[list[dict]]:
+    meta = {g.key: g for g in FACTOR_GROUPS}
+    n = len(X)
     drops = p[np.newaxis, :] - counterfactual  # (G, n): how much each factor adds
     names = scorer.spec.names
     lead_cols = {}

@@ -16,7 +16,7 @@ from django.utils import timezone
 
 from churnapp import risk_selectors
 from churnapp.ml.features import RawFeatures, vectorize
-from churnapp.ml.model import Scorer, reasons_explain
+from churnapp.ml.model import Scorer, scores_with_reasons
 from churnapp.models import (
     AssessmentKind,
     Lead,
@@ -66,14 +66,14 @@ def scores_compute(
 ) -> ScoredLeads:
     """Pure computation: the matrix, one predict_proba call, tiers and reasons."""
     X = vectorize(raw, scorer.spec)
-    p = scorer.predict_proba(X) if len(X) else np.zeros(0)
+    p, reasons = scores_with_reasons(scorer, X)
     if len(p) and not np.all(np.isfinite(p)):
         raise ValueError(f"{scorer.version} produced non-finite scores")
     return ScoredLeads(
         lead_ids=raw.lead_ids,
         scores=p,
         tiers=risk_selectors.tiers_for_scores(p, thresholds),
-        reasons=reasons_explain(scorer, X, p),
+        reasons=reasons,
         model_version=scorer.version,
         as_of=as_of,
         X=X,
