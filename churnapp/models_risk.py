@@ -38,6 +38,15 @@ class RiskThresholds(models.Model):
     def __str__(self) -> str:
         return f"{self.early_warning:.2f} / {self.active_risk:.2f} / {self.critical:.2f}"
 
+    def clean(self) -> None:
+        from django.core.exceptions import ValidationError
+
+        if not 0 < self.early_warning < self.active_risk < self.critical < 1:
+            raise ValidationError(
+                "Thresholds must rise strictly between 0 and 1: "
+                "early warning < active risk < critical."
+            )
+
 
 class ChurnDefinition(models.Model):
     """What churn means for a tenant's labels: marked lost, or silent for the horizon."""
@@ -54,6 +63,10 @@ class ChurnDefinition(models.Model):
         default=500, help_text="Below this many labelled snapshots the rules scorer is used."
     )
     min_positive_snapshots = models.PositiveIntegerField(default=50)
+    max_training_leads = models.PositiveIntegerField(
+        default=50_000,
+        help_text="Train on an even sample of at most this many leads (bounds training time).",
+    )
 
     def __str__(self) -> str:
         return f"{self.tenant_id}: {self.horizon_days}d"

@@ -54,6 +54,7 @@ def training_set_build(
     horizon_days: int,
     every_days: int,
     lost_is_churn: bool = True,
+    max_leads: int | None = None,
 ) -> TrainingSet:
     """Snapshots at as-of instants every `every_days`, newest first back to the first
     activity, keeping only those whose label horizon ends by `as_of`: nothing trained
@@ -69,6 +70,9 @@ def training_set_build(
         t -= dt.timedelta(days=every_days)
     instants.reverse()
     lead_ids = risk_selectors.tenant_lead_ids(tenant_id=tenant_id, only_active=False)
+    if max_leads and len(lead_ids) > max_leads:
+        # An even, deterministic sample: every k-th lead by id.
+        lead_ids = lead_ids[:: -(-len(lead_ids) // max_leads)]
     parts, labels, times = [], [], []
     for instant in instants:
         hours = risk_selectors.agent_response_hours(tenant_id=tenant_id, as_of=instant)
@@ -120,6 +124,7 @@ def churn_model_train(
         horizon_days=horizon,
         every_days=definition.snapshot_every_days,
         lost_is_churn=definition.lost_is_churn,
+        max_leads=definition.max_training_leads,
     )
     n, positives = len(data), int(data.y.sum())
     if (

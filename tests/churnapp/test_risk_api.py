@@ -102,3 +102,35 @@ def test_intervention_history_is_recorded_once_and_read_point_in_time(tenant):
         tenant_id=tenant.id, as_of=at + dt.timedelta(days=1), lead_ids=[lead.pk]
     ).raw[0]
     assert between[col["interventions_no_response_90d"]] == 0  # not yet known then
+
+
+def test_without_enough_history_training_says_so_and_rules_score(tenant):
+    import pytest
+    from django.core.management import CommandError, call_command
+
+    from churnapp.models import ChurnModel
+    from churnapp.services.model_registry import scorer_for_tenant
+
+    _silent_lead(tenant, 5, "h")
+    with pytest.raises(CommandError, match="Not enough labelled history"):
+        call_command("churn_train", "--tenant", tenant.slug)
+    assert not ChurnModel.objects.filter(tenant=tenant).exists()
+    assert scorer_for_tenant(tenant_id=tenant.id).version == "rules-v1"
+
+
+def test_admin_refuses_unordered_thresholds(tenant, client):
+    from django.contrib.auth import get_user_model
+
+    admin = get_user_model().objects.create_superuser("root", "root@example.com", "pw-12345678")
+    client.force_login(admin)
+    thresholds = tenant_thresholds(tenant_id=tenant.id)
+    url = f"/admin/churnapp/riskthresholds/{thresholds.pk}/change/"
+    response = client.post(
+        url, {"tenant": tenant.pk, "early_warning": 0.6, "active_risk": 0.5, "critical": 0.9}
+    )
+    assert response.status_code == 200 and b"must rise strictly" in response.content
+    response = client.post(
+        url, {"tenant": tenant.pk, "early_warning": 0.3, "active_risk": 0.5, "critical": 0.9}
+    )
+    assert response.status_code == 302
+    assert tenant_thresholds(tenant_id=tenant.id).critical == 0.9

@@ -36,15 +36,17 @@ def trained(django_db_setup, django_db_blocker):
     with django_db_blocker.unblock():
         Tenant.objects.filter(slug="trained").delete()
         tenant = Tenant.objects.create(name="Trained Homes", slug="trained")
-        end = timezone.now() - dt.timedelta(minutes=1)
-        leads, events = history_generate(n_leads=300, days=180, end=end, seed=11)
-        synthetic_history_load(tenant=tenant, leads=leads, events=events)
-        out = io.StringIO()
-        call_command("churn_train", "--tenant", "trained", stdout=out)
-        model = ChurnModel.objects.get(tenant=tenant, status=ChurnModelStatus.ACTIVE)
-        yield SimpleNamespace(tenant=tenant, output=out.getvalue(), model=model, end=end)
-        loaded_cache_clear()
-        tenant.delete()
+        try:
+            end = timezone.now() - dt.timedelta(minutes=1)
+            leads, events = history_generate(n_leads=300, days=180, end=end, seed=11)
+            synthetic_history_load(tenant=tenant, leads=leads, events=events)
+            out = io.StringIO()
+            call_command("churn_train", "--tenant", "trained", stdout=out)
+            model = ChurnModel.objects.get(tenant=tenant, status=ChurnModelStatus.ACTIVE)
+            yield SimpleNamespace(tenant=tenant, output=out.getvalue(), model=model, end=end)
+        finally:
+            loaded_cache_clear()
+            tenant.delete()  # committed rows: other modules must not see them
 
 
 def _ingest(tenant, lead, kind, at, n):
