@@ -108,7 +108,8 @@ def leads_score(
 
 def _agent_hours(*, tenant_id: int, as_of: dt.datetime, fresh: bool = False) -> dict[str, float]:
     """Agent responsiveness changes slowly and costs a tenant-wide scan, so the real-time
-    path reuses the last batch run's figures (or computes and caches them for minutes)."""
+    path reuses the latest batch run's figures (computed once per hourly run); only a
+    tenant that never had a run computes them here, cached for minutes."""
     if not fresh:
         cached = _agent_hours_cache.get(tenant_id)
         if cached and time.monotonic() - cached[0] < AGENT_HOURS_TTL:
@@ -119,7 +120,7 @@ def _agent_hours(*, tenant_id: int, as_of: dt.datetime, fresh: bool = False) -> 
             .values_list("agent_response_hours", "as_of")
             .first()
         )
-        if last and as_of - last[1] < dt.timedelta(hours=2):
+        if last:  # from the past, so no leak; at most a run old
             _agent_hours_cache[tenant_id] = (time.monotonic(), last[0])
             return last[0]
     hours = risk_selectors.agent_response_hours(tenant_id=tenant_id, as_of=as_of)
