@@ -290,3 +290,24 @@ def test_churn_score_writes_every_active_lead(trained, db, tmp_path):
     assert len({r["probability"] for r in rows}) > active * 0.8
     assert all(r["tier"] in RiskTier.values for r in rows)
     assert any(json.loads(r["reasons"]) for r in rows)
+
+
+def test_churn_train_as_of_and_horizon_days_bound_the_snapshots(trained, db):
+    as_of = (trained.end - dt.timedelta(days=30)).replace(microsecond=0)
+    out = io.StringIO()
+    call_command(
+        "churn_train",
+        "--tenant",
+        "trained",
+        "--as-of",
+        as_of.isoformat(),
+        "--horizon-days",
+        "14",
+        "--no-promote",
+        stdout=out,
+    )
+    model = ChurnModel.objects.filter(tenant=trained.tenant).order_by("-pk").first()
+    assert model.horizon_days == 14 and model.trained_as_of == as_of
+    assert model.validation_window_end + dt.timedelta(days=14) <= as_of
+    assert model.status == ChurnModelStatus.CANDIDATE  # --no-promote
+    assert "h14" in model.version and "roc_auc=" in out.getvalue()
