@@ -276,18 +276,28 @@ def slot_for(instant: dt.datetime) -> dt.datetime:
     return instant.astimezone(dt.UTC).replace(minute=0, second=0, microsecond=0)
 
 
-@transaction.atomic
 def scoring_run_start(
     *, tenant_id: int, slot: dt.datetime, chunk_size: int = CHUNK_SIZE
 ) -> tuple[ScoringRun, bool]:
     """Create the run for (tenant, slot) and its chunks, once. A second call for the same
-    slot returns the existing run and `False`: the caller enqueues nothing."""
+    slot returns the existing run and `False`: the caller enqueues nothing. A model that
+    cannot be loaded fails the run before it exists (and is recorded on the model)."""
+    # Loaded outside the transaction, so a refused artifact's load_error is kept.
     scorer = scorer_for_tenant(tenant_id=tenant_id)
+    return _scoring_run_create(
+        tenant_id=tenant_id, slot=slot, chunk_size=chunk_size, model_version=scorer.version
+    )
+
+
+@transaction.atomic
+def _scoring_run_create(
+    *, tenant_id: int, slot: dt.datetime, chunk_size: int, model_version: str
+) -> tuple[ScoringRun, bool]:
     as_of = timezone.now()
     run, created = ScoringRun.objects.get_or_create(
         tenant_id=tenant_id,
         slot=slot,
-        defaults={"as_of": as_of, "model_version": scorer.version},
+        defaults={"as_of": as_of, "model_version": model_version},
     )
     if not created:
         return run, False

@@ -18,7 +18,7 @@ from churnapp import risk_selectors
 from churnapp.factories import LeadFactory
 from churnapp.ml.model import counterfactual_score
 from churnapp.ml.synthetic import history_generate
-from churnapp.models import ChurnModel, ChurnModelStatus, Lead, RiskTier, Tenant
+from churnapp.models import ChurnModel, ChurnModelStatus, Lead, RiskTier, ScoringRun, Tenant
 from churnapp.services.activities import ActivityInput, activities_ingest
 from churnapp.services.event_import import synthetic_history_load
 from churnapp.services.intervention_history import lead_intervention_record
@@ -27,7 +27,7 @@ from churnapp.services.model_registry import (
     loaded_cache_clear,
     scorer_for_tenant,
 )
-from churnapp.services.scoring import leads_rescore, leads_score
+from churnapp.services.scoring import leads_rescore, leads_score, scoring_run_start
 from churnapp.services.training import training_set_build
 
 
@@ -262,6 +262,9 @@ def test_a_corrupt_artifact_stops_scoring_loudly(trained, db, api_client, tenant
     with pytest.raises(ModelUnavailable, match="sha256 mismatch"):
         scorer_for_tenant(tenant_id=trained.tenant.id)
     assert "sha256 mismatch" in ChurnModel.objects.get(pk=trained.model.pk).load_error
+    with pytest.raises(ModelUnavailable):  # the batch refuses too, before any run exists
+        scoring_run_start(tenant_id=trained.tenant.id, slot=timezone.now())
+    assert not ScoringRun.objects.filter(tenant_id=trained.tenant.id).exists()
     lead = Lead.objects.filter(tenant=trained.tenant, status="active").first()
     from rest_framework.test import APIClient
 
