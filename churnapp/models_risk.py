@@ -6,6 +6,20 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
+__all__ = [
+    "AssessmentKind",
+    "ChurnDefinition",
+    "ChurnModel",
+    "ChurnModelStatus",
+    "InterventionOutcome",
+    "LeadInterventionEvent",
+    "RiskAssessment",
+    "RiskThresholds",
+    "ScoringChunk",
+    "ScoringChunkStatus",
+    "ScoringRun",
+]
+
 
 class RiskThresholds(models.Model):
     """The one table every part of the system reads to turn a probability into a tier.
