@@ -267,3 +267,6 @@ class WebhookEventAdmin(TenantScopedAdmin):
             webhook_event_reprocess(webhook_event=event)
             count += 1
         self.message_user(request, f"Queued {count} webhook event(s) for processing.")
+
+
+from churnapp import admin_scoping  # noqa: E402, F401  (risk scoring screens)
