@@ -269,4 +269,4 @@ class WebhookEventAdmin(TenantScopedAdmin):
         self.message_user(request, f"Queued {count} webhook event(s) for processing.")
 
 
-from churnapp import admin_scoping  # noqa: E402, F401  (risk scoring screens)
+from churnapp import admin_scoring  # noqa: E402, F401  (risk scoring screens)

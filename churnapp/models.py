@@ -83,6 +83,15 @@ class Agent(models.Model):
     email = models.EmailField(blank=True, default="")
     phone = models.CharField(max_length=20, blank=True, default="", help_text="E.164")
     ghl_user_id = models.CharField(max_length=64, blank=True, default="")
+    manager = models.ForeignKey(
+        "self",
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="team",
+        limit_choices_to={"role": "manager"},
+        help_text="Who takes this agent's escalations (else round robin among managers).",
+    )
     is_active = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)
 

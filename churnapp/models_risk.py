@@ -244,6 +244,8 @@ class InterventionOutcome(models.TextChoices):
     CONVERTED = "converted"
     CHURNED = "churned"
     NO_RESPONSE = "no_response"
+    UNSUBSCRIBED = "unsubscribed"
+    CANCELLED = "cancelled"
 
 
 class LeadInterventionEvent(models.Model):

@@ -12,6 +12,7 @@ from django.utils import timezone
 
 from churnapp.exceptions import ApplicationError
 from churnapp.models import ActivityKind, Lead, LeadActivity, LeadStatus, RiskTier
+from churnapp.services.intervention_history import lead_intervention_record
 from interventions.clock import quiet_hours_release, zone
 from interventions.models import (
     OPEN_STATUSES,
@@ -197,6 +198,7 @@ def _start(
         holdout=cohort.is_holdout,
         variant=getattr(variant, "key", None),
     )
+    _history(intervention, "started", now)
     if not cohort.is_holdout:
         requested = _plan_steps(intervention, lead, policy, stage_policy, reasons or [], now)
         if not requested:
@@ -307,6 +309,17 @@ def _plan_steps(
     return requested
 
 
+def _history(intervention: Intervention, outcome: str, at: dt.datetime) -> None:
+    """Tell churnapp, whose features read prior interventions and their outcomes."""
+    lead_intervention_record(
+        lead_id=intervention.lead_id,
+        stage=intervention.stage,
+        outcome=outcome,
+        at=at,
+        key=f"intervention:{intervention.id}:{outcome}",
+    )
+
+
 def _activate(intervention: Intervention, now: dt.datetime, reason: str = "") -> None:
     if intervention.status != InterventionStatus.PLANNED:
         return
@@ -333,6 +346,7 @@ def _resolve(intervention: Intervention, outcome: str, reason: str, now: dt.date
             variant_id=intervention.variant_id, success=outcome in SUCCESS_OUTCOMES
         )
     _emit(intervention, "resolved", previous_status, reason=reason)
+    _history(intervention, outcome, now)
     escalation = getattr(intervention, "escalation", None)
     if escalation is not None and outcome in SUCCESS_OUTCOMES:
         from interventions.services.escalations import escalation_close_on_outcome
