@@ -76,7 +76,16 @@ class AgentForm(forms.ModelForm):
 @admin.register(Agent)
 class AgentAdmin(TenantScopedAdmin):
     form = AgentForm
-    list_display = ("name", "role", "email", "phone", "ghl_user_id", "is_active", "tenant")
+    list_display = (
+        "name",
+        "role",
+        "manager",
+        "email",
+        "phone",
+        "ghl_user_id",
+        "is_active",
+        "tenant",
+    )
     list_filter = ("role", "is_active")
     search_fields = ("name", "email", "ghl_user_id")
     list_select_related = ("tenant",)
