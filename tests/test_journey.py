@@ -7,7 +7,6 @@ signed GHL webhook and everything stops."""
 from __future__ import annotations
 
 import datetime as dt
-import time
 
 import pytest
 from django.conf import settings as django_settings
@@ -19,15 +18,7 @@ from interventions.services.policy import policy_ensure
 from notifications.models import ChannelConfig, Message
 from tests.fakes.ghl import GhlFake
 from tests.fixtures_ghl import ghl_event
-
-
-def _wait(predicate, timeout=90.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.1)
-    return predicate()
+from tests.waiting import wait_for
 
 
 @pytest.fixture
@@ -103,9 +94,9 @@ def test_silent_lead_gets_an_intervention_sent_and_a_reply_ends_it(
     message = Message.objects.filter(lead=lead, agent__isnull=True, channel__in=["sms", "email"])
     message = message.order_by("id").first()
     assert message is not None, list(intervention.steps.values("channel", "status", "skip_reason"))
-    assert _wait(lambda: Message.objects.get(pk=message.pk).status == "sent"), Message.objects.get(
-        pk=message.pk
-    ).status_reason
+    assert wait_for(lambda: Message.objects.get(pk=message.pk).status == "sent"), (
+        Message.objects.get(pk=message.pk).status_reason
+    )
     sent = ghl_fake.requests_to("POST", "/conversations/messages")
     assert [r.json()["contactId"] for r in sent].count("c-42") >= 1
     assert {r.json()["type"] for r in sent} <= {"SMS", "Email"}
@@ -125,7 +116,7 @@ def test_silent_lead_gets_an_intervention_sent_and_a_reply_ends_it(
     )
     assert post_ghl(tenant.slug, reply).status_code == 200
     # then the worker processes it and the intervention ends as re-engaged
-    assert _wait(lambda: Intervention.objects.get(pk=intervention.pk).status == "resolved")
+    assert wait_for(lambda: Intervention.objects.get(pk=intervention.pk).status == "resolved")
     intervention.refresh_from_db()
     assert intervention.outcome == "re_engaged"
     assert not Message.objects.filter(lead=lead, status="queued").exists()
