@@ -229,39 +229,48 @@ def _task_retried(sender=None, request=None, **extra) -> None:
 
 
 # --- scrape-time gauges ---------------------------------------------------------------------
-def queue_depths() -> dict[str, int]:
-    """Messages waiting in each named queue, read from the broker now."""
+def queue_depths(
+    *, broker_url: str | None = None, queues: list[str] | None = None
+) -> dict[str, int]:
+    """Messages waiting in each named queue, read from the broker now (Redis list
+    lengths, or RabbitMQ's passive queue declare)."""
     from config.celery import app
 
-    depths: dict[str, int] = {}
-    broker = app.conf.broker_url or ""
+    queues = list(queues or settings.CELERY_QUEUE_NAMES)
+    broker = broker_url or app.conf.broker_url or ""
     if broker.startswith(("redis://", "rediss://", "redis+socket://", "unix://")):
         from config.beat_lock import redis_client
 
+        options = app.conf.broker_transport_options or {}
+        # kombu's Redis transport keeps one list per queue and priority step.
+        steps = options.get("priority_steps", [0, 3, 6, 9])
+        sep = options.get("sep", "\x06\x16")
         client = redis_client(broker)
         try:
-            # kombu's Redis transport keeps one list per queue and priority step.
-            steps = app.conf.broker_transport_options.get("priority_steps", [0, 3, 6, 9])
-            sep = app.conf.broker_transport_options.get("sep", "\x06\x16")
             with client.pipeline() as pipe:
-                for queue in settings.CELERY_QUEUE_NAMES:
+                for queue in queues:
                     for step in steps:
-                        pipe.llen(queue if not step else f"{queue}{sep}{step}")
+                        pipe.llen(f"{queue}{sep}{step}" if step else queue)
                 counts = pipe.execute()
         finally:
             client.close()
-        per_queue = len(steps)
-        for i, queue in enumerate(settings.CELERY_QUEUE_NAMES):
-            depths[queue] = sum(counts[i * per_queue : (i + 1) * per_queue])
-        return depths
-    with app.connection_for_read() as conn:
-        channel = conn.default_channel
-        for queue in settings.CELERY_QUEUE_NAMES:
-            try:
-                depths[queue] = channel.queue_declare(queue=queue, passive=True).message_count
-            except Exception:  # not declared yet: nobody consumed or published to it
-                channel = conn.channel()
-                depths[queue] = 0
+        return {
+            queue: sum(counts[i * len(steps) : (i + 1) * len(steps)])
+            for i, queue in enumerate(queues)
+        }
+    depths: dict[str, int] = {}
+    with app.connection_for_read(url=broker) as conn:
+        channel = conn.channel()
+        try:
+            for queue in queues:
+                try:
+                    depths[queue] = channel.queue_declare(queue=queue, passive=True).message_count
+                except conn.channel_errors:
+                    # Not declared yet (nobody published or consumed): the channel closed.
+                    depths[queue] = 0
+                    channel = conn.channel()
+        finally:
+            channel.close()
     return depths
 
 

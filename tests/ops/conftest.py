@@ -60,7 +60,9 @@ class WorkerProcess:
         if host.startswith("/"):
             from urllib.parse import quote
 
-            database_url = f"postgres://{db.get('USER') or 'postgres'}@{quote(host, safe='')}/{db['NAME']}"
+            database_url = (
+                f"postgres://{db.get('USER') or 'postgres'}@{quote(host, safe='')}/{db['NAME']}"
+            )
         self.env = {
             **os.environ,
             "DJANGO_SETTINGS_MODULE": "config.settings.test",

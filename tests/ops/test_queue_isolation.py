@@ -83,19 +83,24 @@ def test_a_hanging_sms_provider_leaves_scoring_and_email_unaffected(
 
     # then: it all completes on the other process
     wait_for(
-        lambda: Message.objects.filter(pk__in=[m.id for m in emails], status="sent").count()
-        == len(emails),
+        lambda: (
+            Message.objects.filter(pk__in=[m.id for m in emails], status="sent").count()
+            == len(emails)
+        ),
         timeout=60,
     )
     wait_for(
-        lambda: Lead.objects.filter(tenant=tenant, risk_scored_at__isnull=False).count()
-        == len(leads),
+        lambda: (
+            Lead.objects.filter(tenant=tenant, risk_scored_at__isnull=False).count() == len(leads)
+        ),
         timeout=60,
     )
     assert len(smtp.messages) == len(emails)
     # ...while the SMS provider still holds the first call and no other SMS went out
     assert len(twilio.requests_to("POST")) == 1
-    assert set(Message.objects.filter(pk__in=[m.id for m in sms]).values_list("status", flat=True)) <= {
+    assert set(
+        Message.objects.filter(pk__in=[m.id for m in sms]).values_list("status", flat=True)
+    ) <= {
         "sending",
         "queued",
     }
@@ -127,14 +132,17 @@ def test_a_hanging_sms_provider_leaves_scoring_and_email_unaffected(
     # when the provider answers again (504 for the hung call: retried), every SMS goes out
     twilio.release()
     wait_for(
-        lambda: Message.objects.filter(pk__in=[m.id for m in sms], status="sent").count()
-        == len(sms),
+        lambda: (
+            Message.objects.filter(pk__in=[m.id for m in sms], status="sent").count() == len(sms)
+        ),
         timeout=60,
     )
     after = scrape()
-    assert after.value("churn_message_retries_total", channel="sms") - before.value(
-        "churn_message_retries_total", channel="sms"
-    ) == 1
+    assert (
+        after.value("churn_message_retries_total", channel="sms")
+        - before.value("churn_message_retries_total", channel="sms")
+        == 1
+    )
     assert sms_worker.proc.poll() is None and main_worker.proc.poll() is None, (
         sms_worker.output() + main_worker.output()
     )
