@@ -8,7 +8,7 @@ import logging
 import os
 import time
 
-from celery.signals import task_postrun, task_prerun, task_retry
+from celery.signals import task_postrun, task_prerun, task_retry, worker_ready
 from django.conf import settings
 from django.db import transaction
 from django.db.models import Count, F, Min
@@ -22,6 +22,7 @@ from prometheus_client import (
     Counter,
     Histogram,
     generate_latest,
+    start_http_server,
 )
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector
@@ -411,6 +412,24 @@ def render_metrics() -> bytes:
     ops = CollectorRegistry(auto_describe=False)
     ops.register(OpsCollector())
     return generate_latest(registry) + generate_latest(ops)
+
+
+@worker_ready.connect
+def _serve_worker_metrics(sender=None, **kwargs) -> None:
+    """With WORKER_METRICS_PORT set, this worker serves its own (and its pool children's)
+    series: for workers on other machines or containers, which share no directory with
+    the web. The scrape-time gauges stay on the web's /metrics only."""
+    port = settings.WORKER_METRICS_PORT
+    if not port:
+        return
+    path = multiprocess_dir()
+    if path:
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry, path=path)
+    else:
+        registry = REGISTRY
+    start_http_server(port, addr=settings.WORKER_METRICS_ADDR, registry=registry)
+    log.info("worker metrics on %s:%s/metrics", settings.WORKER_METRICS_ADDR, port)
 
 
 def metrics_view(request: HttpRequest) -> HttpResponse:

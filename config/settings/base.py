@@ -354,6 +354,9 @@ MIDDLEWARE += [
 PROMETHEUS_MULTIPROC_DIR = env("PROMETHEUS_MULTIPROC_DIR", default="")
 # When set, /metrics answers only `Authorization: Bearer <token>`.
 METRICS_TOKEN = env("METRICS_TOKEN", default="")
+# A worker on its own machine/container serves its series on this port (0: off).
+WORKER_METRICS_PORT = env.int("WORKER_METRICS_PORT", default=0)
+WORKER_METRICS_ADDR = env("WORKER_METRICS_ADDR", default="0.0.0.0")
 # Heartbeats: beat and every worker write a Redis key; /readyz and the admin read them.
 OPS_HEARTBEAT_SECONDS = env.float("OPS_HEARTBEAT_SECONDS", default=15.0)
 # A beat or worker silent for longer than this is reported stale.
