@@ -352,6 +352,8 @@ MIDDLEWARE += [
 # Every process (daphne, each worker, beat) writes its counters here so that /metrics
 # on the web sums them (prometheus-client's multiprocess mode). Empty: this process only.
 PROMETHEUS_MULTIPROC_DIR = env("PROMETHEUS_MULTIPROC_DIR", default="")
+if PROMETHEUS_MULTIPROC_DIR:
+    os.makedirs(PROMETHEUS_MULTIPROC_DIR, exist_ok=True)
 # When set, /metrics answers only `Authorization: Bearer <token>`.
 METRICS_TOKEN = env("METRICS_TOKEN", default="")
 # A worker on its own machine/container serves its series on this port (0: off).
