@@ -60,7 +60,8 @@ class ContextFilter(logging.Filter):
 EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
 # E.164 (how leads' phones are stored) and the usual North American spellings.
 PHONE = re.compile(r"(?<![\w+])\+\d[\d \-]{6,16}\d\b|(?<!\d)\(?\d{3}\)?[ .-]\d{3}[ .-]\d{4}(?!\d)")
-# Extras under these names are dropped whatever they hold.
+# Extras under these names are blanked whatever they hold (never a LogRecord attribute
+# such as "name", the logger's name).
 SENSITIVE_FIELDS = frozenset(
     {
         "body",
@@ -74,7 +75,7 @@ SENSITIVE_FIELDS = frozenset(
         "address",
         "first_name",
         "last_name",
-        "name",
+        "full_name",
         "text",
     }
 )

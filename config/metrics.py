@@ -10,7 +10,6 @@ import time
 
 from celery.signals import task_postrun, task_prerun, task_retry, worker_ready
 from django.conf import settings
-from django.db import transaction
 from django.db.models import Count, F, Min
 from django.db.models.functions import Coalesce, Greatest
 from django.http import HttpRequest, HttpResponse, JsonResponse
@@ -59,16 +58,15 @@ SCORING_TASKS = {
 LEADS_SCORED_TASKS = {"churnapp.rescore_chunk", "churnapp.rescore_leads"}
 
 
-def _after_commit(fn) -> None:
-    """Count what committed only; a metric must never break the write it observes."""
-
-    def safe() -> None:
-        try:
-            fn()
-        except Exception:
-            log.exception("recording a metric failed")
-
-    transaction.on_commit(safe)
+def _record(fn) -> None:
+    """Record now, inside the sender's transaction. A rollback after the signal (rare:
+    each signal is the last step of its write) leaves a count one high; deferring with
+    on_commit instead would add a callback per transition to every transaction. A
+    metric must never break the write it observes, so errors are only logged."""
+    try:
+        fn()
+    except Exception:
+        log.exception("recording a metric failed")
 
 
 # --- app signals -> series ------------------------------------------------------------------
@@ -90,7 +88,7 @@ def on_message_status_changed(
         if new_status in SENT_STATUSES and previous_status in NOT_YET_SENT:
             _detection_to_first_send(message_id)
 
-    _after_commit(record)
+    _record(record)
 
 
 def _detection_to_first_send(message_id: int) -> None:
@@ -122,7 +120,7 @@ def _detection_to_first_send(message_id: int) -> None:
 def on_message_saved(sender, instance, created, **kwargs) -> None:
     if created and instance.fallback_of_id:
         channel = instance.channel
-        _after_commit(lambda: notification_metrics.MESSAGE_FALLBACKS.labels(channel).inc())
+        _record(lambda: notification_metrics.MESSAGE_FALLBACKS.labels(channel).inc())
 
 
 def on_attempt_saved(sender, instance, created, **kwargs) -> None:
@@ -137,18 +135,18 @@ def on_attempt_saved(sender, instance, created, **kwargs) -> None:
         if latency_ms is not None:
             notification_metrics.SEND_LATENCY.labels(provider).observe(latency_ms / 1000)
 
-    _after_commit(record)
+    _record(record)
 
 
 def on_risk_assessed(sender, *, tenant_id, lead_id, new_tier, **kwargs) -> None:
-    _after_commit(lambda: churn_metrics.RISK_TIER_CHANGES.labels(new_tier).inc())
+    _record(lambda: churn_metrics.RISK_TIER_CHANGES.labels(new_tier).inc())
 
 
 def on_intervention_changed(sender, *, tenant_id, intervention_id, lead_id, event, **kwargs):
     from config.logging import log_context_update
 
     log_context_update(tenant_id=tenant_id, lead_id=lead_id, intervention_id=intervention_id)
-    _after_commit(lambda: intervention_metrics.INTERVENTION_EVENTS.labels(event).inc())
+    _record(lambda: intervention_metrics.INTERVENTION_EVENTS.labels(event).inc())
 
 
 def on_escalation_changed(sender, *, tenant_id, escalation_id, lead_id, event, **kwargs):
@@ -161,7 +159,7 @@ def on_escalation_changed(sender, *, tenant_id, escalation_id, lead_id, event, *
         if event == "sla_breached":
             intervention_metrics.SLA_BREACHES.inc()
 
-    _after_commit(record)
+    _record(record)
 
 
 def connect_receivers() -> None:

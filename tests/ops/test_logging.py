@@ -92,6 +92,7 @@ def test_phone_numbers_emails_and_bodies_are_redacted(json_log):
     )
     assert sent["body_text"] == "[redacted]" and sent["to_address"] == "[redacted]"
     assert sent["lead_id"] == 4
+    assert sent["logger"] == "tests.ops.json"
     assert "[email]" in failed["exc"] and "ValueError" in failed["exc"]
 
 
