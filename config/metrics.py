@@ -87,6 +87,8 @@ def on_message_status_changed(
             notification_metrics.MESSAGES_DEAD.labels(channel).inc()
         if new_status in SENT_STATUSES and previous_status in NOT_YET_SENT:
             _detection_to_first_send(message_id)
+            if channel == "agent_alert":
+                _agent_alert_lag(message_id)
 
     _record(record)
 
@@ -115,6 +117,16 @@ def _detection_to_first_send(message_id: int) -> None:
         intervention_metrics.DETECTION_TO_FIRST_SEND.labels(str(step.intervention.stage)).observe(
             seconds
         )
+
+
+def _agent_alert_lag(message_id: int) -> None:
+    """An agent alert is sent by its group_send on the channel layer: created -> sent."""
+    from notifications.models import Message
+
+    row = Message.objects.filter(pk=message_id).values("created_at", "sent_at").first()
+    if row and row["sent_at"]:
+        lag = max(0.0, (row["sent_at"] - row["created_at"]).total_seconds())
+        notification_metrics.BROADCAST_LAG.labels("agent_alert").observe(lag)
 
 
 def on_message_saved(sender, instance, created, **kwargs) -> None:

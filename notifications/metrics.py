@@ -45,11 +45,14 @@ SEND_LATENCY = Histogram(
 )
 BROADCAST_LAG = Histogram(
     "churn_broadcast_lag_seconds",
-    "From the event's time to its broadcast on the channel layer (live dashboard).",
+    "From an event to its broadcast on the channel layer, by stream (agent_alert: message "
+    "created -> pushed to the agent; dashboard: tracking's live events).",
+    ["stream"],
     buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
 )
 
 
-def broadcast_lag_observe(*, occurred_at: dt.datetime) -> None:
-    """Call right after a group_send of an event that happened at `occurred_at`."""
-    BROADCAST_LAG.observe(max(0.0, (timezone.now() - occurred_at).total_seconds()))
+def broadcast_lag_observe(*, occurred_at: dt.datetime, stream: str = "dashboard") -> None:
+    """Call right after a group_send of an event that happened at `occurred_at` (tracking's
+    dashboard broadcast calls this; agent alerts are observed by config.metrics)."""
+    BROADCAST_LAG.labels(stream).observe(max(0.0, (timezone.now() - occurred_at).total_seconds()))

@@ -174,3 +174,38 @@ def test_outbox_age_and_queue_depth_are_read_at_scrape_time(tenant, scrape, sett
     assert metrics.value("churn_queue_depth", queue="crm") == 2
     with current_app.connection_for_write() as conn:
         conn.default_channel.queue_purge("crm")
+
+
+@pytest.mark.django_db
+def test_agent_alert_broadcast_lag_is_observed(tenant, scrape, settings):
+    from churnapp.factories import AgentFactory, LeadFactory
+    from notifications.services.sending import message_send
+
+    # given: an agent alert created a minute ago, sent over the real channel layer
+    settings.NOTIFICATION_BACKENDS = {
+        **django_settings.NOTIFICATION_BACKENDS,
+        "agent_alert": "notifications.backends.agent_alert.ChannelLayerAlertBackend",
+    }
+    agent = AgentFactory(tenant=tenant)
+    message = Message.objects.create(
+        tenant=tenant,
+        lead=LeadFactory(tenant=tenant, assigned_agent=agent),
+        agent=agent,
+        channel="agent_alert",
+        body_text="Lead at risk",
+        idempotency_key="ops-alert-1",
+    )
+    Message.objects.filter(pk=message.pk).update(
+        created_at=timezone.now() - dt.timedelta(minutes=1)
+    )
+    before = scrape()
+    # when
+    message_send(message_id=message.id)
+    # then
+    message.refresh_from_db()
+    assert message.status == "sent", message.status_reason
+    after = scrape()
+    count = "churn_broadcast_lag_seconds_count"
+    lag = "churn_broadcast_lag_seconds_sum"
+    assert after.value(count, stream="agent_alert") - before.value(count, stream="agent_alert") == 1
+    assert after.value(lag, stream="agent_alert") - before.value(lag, stream="agent_alert") >= 60
