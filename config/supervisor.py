@@ -18,6 +18,7 @@ import contextlib
 import ctypes
 import fcntl
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -206,6 +207,13 @@ class Supervisor:
         env["CHURN_DATA_DIR"] = str(self.data_dir)
         env.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.local")
         env["PYTHONUNBUFFERED"] = "1"
+        if not env.get("PROMETHEUS_MULTIPROC_DIR"):
+            # web, worker and beat write their series here; /metrics sums them. Emptied
+            # at each start: files of processes from an earlier run would count twice.
+            metrics_dir = self.data_dir / "prometheus"
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+            metrics_dir.mkdir(parents=True)
+            env["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
         for var in SERVICE_VARS:
             if var not in servers.env:
                 self._say(f"using {var} from the environment")
