@@ -380,6 +380,8 @@ LOGGING["filters"] = {
 }
 LOGGING["handlers"]["console"]["filters"] = ["context", "redact"]
 LOGGING["handlers"]["console"]["formatter"] = LOG_FORMAT
+# Workers log through LOGGING above (JSON, redaction) instead of Celery's own handler.
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 # Route by task name (a task's own queue= stays the default); senders pass queue= per
 # channel family at enqueue time (notifications.models.CHANNEL_QUEUE).
 CELERY_TASK_ROUTES = {
