@@ -209,3 +209,14 @@ def test_agent_alert_broadcast_lag_is_observed(tenant, scrape, settings):
     lag = "churn_broadcast_lag_seconds_sum"
     assert after.value(count, stream="agent_alert") - before.value(count, stream="agent_alert") == 1
     assert after.value(lag, stream="agent_alert") - before.value(lag, stream="agent_alert") >= 60
+
+
+@pytest.mark.django_db
+def test_metrics_token_guards_the_endpoint(settings):
+    settings.METRICS_TOKEN = "s3cret"
+    refused = Client().get("/metrics")
+    assert refused.status_code == 401
+    assert refused.json()["error"]["code"] == "not_authenticated"
+    assert Client().get("/metrics", HTTP_AUTHORIZATION="Bearer wrong").status_code == 401
+    allowed = Client().get("/metrics", HTTP_AUTHORIZATION="Bearer s3cret")
+    assert allowed.status_code == 200 and b"churn_queue_depth" in allowed.content
