@@ -46,6 +46,12 @@ def default_data_dir() -> Path:
     return Path(settings.DATA_DIR)
 
 
+def _lock_url(env: dict[str, str]) -> str:
+    """Where the beat lock lives: the broker when it is Redis, else REDIS_URL (RabbitMQ)."""
+    broker = env.get("CELERY_BROKER_URL") or env["REDIS_URL"]
+    return broker if broker.startswith(("redis", "unix")) else env["REDIS_URL"]
+
+
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
     # A supervisor killed with SIGKILL leaves no orphans: the kernel sends the child
     # SIGTERM when its parent dies (Linux).
@@ -273,7 +279,7 @@ class Supervisor:
         ]
         from config.beat_lock import beat_lock_holder
 
-        holder = beat_lock_holder(env.get("CELERY_BROKER_URL") or env["REDIS_URL"])
+        holder = beat_lock_holder(_lock_url(env))
         if holder:
             self._say(
                 f"up: a Celery beat is already running against this Redis ({holder}); "
