@@ -221,6 +221,8 @@ class Intervention(models.Model):
         indexes = [
             models.Index(fields=["tenant", "status", "window_ends_at"], name="interv_open_window"),
             models.Index(fields=["tenant", "planned_at"], name="interv_tenant_time"),
+            # Analytics (tracking) read the interventions resolved in a period.
+            models.Index(fields=["tenant", "resolved_at"], name="interv_tenant_resolved"),
         ]
 
     def __str__(self) -> str:

@@ -158,6 +158,8 @@ class Message(models.Model):
             models.Index(fields=["status", "next_attempt_at"], name="message_status_next"),
             models.Index(fields=["provider", "provider_message_id"], name="message_provider_id"),
             models.Index(fields=["lead", "channel", "created_at"], name="message_lead_channel"),
+            # Analytics over a period (tracking) read messages by tenant and creation time.
+            models.Index(fields=["tenant", "created_at"], name="message_tenant_created"),
         ]
 
     def __str__(self) -> str:

@@ -397,3 +397,35 @@ CELERY_BEAT_SCHEDULE["ops-heartbeat"] = {
     "schedule": OPS_HEARTBEAT_SECONDS,
     "options": {"queue": "default", "expires": OPS_HEARTBEAT_SECONDS * 2},
 }
+
+# --- Tracking -------------------------------------------------------------------------
+# Raw lifecycle events are purged after this many days (a tenant's TrackingSettings row
+# overrides it); the daily rollups are kept and answer analytics over old periods.
+TRACKING_RETENTION_DAYS = env.int("TRACKING_RETENTION_DAYS", default=180)
+# The nightly rollup also restates this many days before yesterday (late receipts/outcomes).
+TRACKING_ROLLUP_RESTATE_DAYS = env.int("TRACKING_ROLLUP_RESTATE_DAYS", default=7)
+# An impact report with fewer ended episodes than this in either arm prints no number.
+TRACKING_MIN_ARM_SIZE = env.int("TRACKING_MIN_ARM_SIZE", default=30)
+# Cost of one sent message when the provider did not report it: {channel: {provider or
+# "default": unit}} or {channel: unit}, in the tenant's currency.
+TRACKING_MESSAGE_COSTS = env.json(
+    "TRACKING_MESSAGE_COSTS",
+    default={
+        "sms": {"default": "0.0079", "twilio": "0.0083", "ghl": "0.0079"},
+        "email": {"default": "0.0010"},
+        "push": "0",
+        "in_app": "0",
+        "agent_alert": "0",
+        "ghl_workflow": "0",
+        "ghl_task": "0",
+    },
+)
+SPECTACULAR_SETTINGS["ENUM_NAME_OVERRIDES"]["TrackingEventKindEnum"] = "tracking.models.EventKind"
+SPECTACULAR_SETTINGS["ENUM_NAME_OVERRIDES"]["ActivityKindEnum"] = "churnapp.models.ActivityKind"
+# The original brief's goals, shown beside measured values and never used in a calculation.
+TRACKING_BRIEF_TARGETS = {"churn_rate_before": 0.35, "churn_rate_goal": 0.20}
+CELERY_BEAT_SCHEDULE["tracking-daily"] = {
+    "task": "tracking.daily",
+    "schedule": crontab(hour=0, minute=env.int("TRACKING_DAILY_MINUTE", default=30)),
+    "options": {"queue": "default"},
+}
