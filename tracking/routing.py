@@ -1,0 +1,9 @@
+"""tracking's WebSocket routes."""
+
+from django.urls import path
+
+from tracking.consumers import TrackingConsumer
+
+websocket_urlpatterns = [
+    path("ws/tracking/", TrackingConsumer.as_asgi()),
+]
