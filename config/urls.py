@@ -9,6 +9,7 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/", include("churnapp.api.urls")),
     path("api/", include("interventions.api.urls")),
+    path("api/", include("tracking.api.urls")),
     path("api/notifications/", include("notifications.api.urls")),
     path("t/", include("notifications.urls")),
     path("anymail/", include("anymail.urls")),

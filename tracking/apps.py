@@ -7,9 +7,12 @@ class TrackingConfig(AppConfig):
     name = "tracking"
 
     def ready(self) -> None:
+        from django.db.models.signals import post_save
+
         from churnapp import signals as churn_signals
         from interventions import signals as intervention_signals
         from notifications import signals as notification_signals
+        from notifications.models import Message
         from tracking import receivers
 
         intervention_signals.intervention_changed.connect(
@@ -28,3 +31,8 @@ class TrackingConfig(AppConfig):
             receivers.on_recipient_opted_out, dispatch_uid="trk-opt-out"
         )
         churn_signals.risk_assessed.connect(receivers.on_risk_assessed, dispatch_uid="trk-risk")
+        # Creation of an outbox row has no signal of its own in notifications: the
+        # framework's post_save of Message says "queued".
+        post_save.connect(
+            receivers.on_message_saved, sender=Message, dispatch_uid="trk-msg-created"
+        )

@@ -182,3 +182,27 @@ def on_risk_assessed(
             "reasons": list(reasons or [])[:5],
         },
     )
+
+
+def on_message_saved(sender, *, instance, created=False, raw=False, **kwargs) -> None:
+    """A new outbox row is a queued message (notifications signals status changes only)."""
+    if not created or raw:
+        return
+    metadata = instance.metadata or {}
+    tracking_event_record(
+        tenant_id=instance.tenant_id,
+        kind=f"message_{instance.status}"
+        if f"message_{instance.status}" in _VALID_KINDS
+        else EventKind.MESSAGE_QUEUED,
+        lead_id=instance.lead_id,
+        intervention_id=metadata.get("intervention_id"),
+        message_id=instance.pk,
+        channel=instance.channel,
+        data={
+            "new_status": instance.status,
+            "agent_id": instance.agent_id,
+            "step": metadata.get("step"),
+            "variant": instance.variant,
+            "fallback_of": instance.fallback_of_id,
+        },
+    )

@@ -198,7 +198,7 @@ def _message_groups(tenant_id: int, period: Period) -> list[dict]:
         tenant_id,
         period,
     )
-    sums = ", ".join(f"sum({c}) AS {c}" for c in MESSAGE_COUNTS)
+    sums = ", ".join(f"COALESCE(sum({c}), 0) AS {c}" for c in MESSAGE_COUNTS)
     sql = (
         f"SELECT GROUPING(channel) AS g_channel, GROUPING(provider) AS g_provider, "
         f"channel, provider, {sums}, {hist_sum('delivery_hist')} AS delivery_hist "

@@ -350,6 +350,8 @@ TRACKING_MESSAGE_COSTS = env.json(
         "ghl_task": "0",
     },
 )
+SPECTACULAR_SETTINGS["ENUM_NAME_OVERRIDES"]["TrackingEventKindEnum"] = "tracking.models.EventKind"
+SPECTACULAR_SETTINGS["ENUM_NAME_OVERRIDES"]["ActivityKindEnum"] = "churnapp.models.ActivityKind"
 # The original brief's goals, shown beside measured values and never used in a calculation.
 TRACKING_BRIEF_TARGETS = {"churn_rate_before": 0.35, "churn_rate_goal": 0.20}
 from celery.schedules import crontab  # noqa: E402
