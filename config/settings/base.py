@@ -361,3 +361,8 @@ CELERY_BEAT_SCHEDULE["tracking-daily"] = {
     "schedule": crontab(hour=0, minute=env.int("TRACKING_DAILY_MINUTE", default=30)),
     "options": {"queue": "default"},
 }
+
+# --- Live dashboard -------------------------------------------------------------------
+# Seconds between heartbeats on /ws/tracking/; an event announced by one heartbeat and
+# not delivered by the next makes the consumer close with "resync" (the page catches up).
+TRACKING_WS_HEARTBEAT_SECONDS = env.float("TRACKING_WS_HEARTBEAT_SECONDS", default=15.0)

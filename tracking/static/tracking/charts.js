@@ -3,7 +3,7 @@
   "use strict";
   if (!window.Plotly) return;
   const config = { displaylogo: false, responsive: true, modeBarButtonsToRemove: ["lasso2d", "select2d"] };
-  const base = { margin: { t: 10, r: 10, b: 50, l: 60 }, legend: { orientation: "h", y: -0.25 }, height: 300 };
+  const base = { showlegend: true, margin: { t: 10, r: 10, b: 50, l: 60 }, legend: { orientation: "h", y: -0.25 }, height: 300 };
   const pct = (x) => (x === null || x === undefined ? null : Math.round(x * 1000) / 10);
   const drawn = [];
 
