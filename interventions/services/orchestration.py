@@ -106,7 +106,7 @@ def intervention_on_risk(
         return None
     # One lock per lead serializes concurrent assessments of the same lead.
     lead = (
-        Lead.objects.select_for_update(of=("self",))
+        Lead.objects.select_for_update(of=("self",), no_key=True)
         .select_related("tenant", "assigned_agent")
         .filter(pk=lead_id, tenant_id=tenant_id)
         .first()
@@ -445,7 +445,7 @@ def interventions_evaluate_due(*, now: dt.datetime | None = None, limit: int = 5
     while done < limit:
         with transaction.atomic():
             intervention = (
-                Intervention.objects.select_for_update(skip_locked=True, of=("self",))
+                Intervention.objects.select_for_update(skip_locked=True, of=("self",), no_key=True)
                 .select_related("lead", "lead__tenant", "lead__assigned_agent", "policy")
                 .filter(status__in=OPEN_STATUSES, window_ends_at__lte=now)
                 .order_by("window_ends_at", "id")
@@ -476,7 +476,7 @@ def _evaluate(intervention: Intervention, now: dt.datetime) -> None:
     ):
         _resolve(intervention, Outcome.NO_RESPONSE, "silent through the window; escalating", now)
         _start(
-            lead=Lead.objects.select_for_update(of=("self",))
+            lead=Lead.objects.select_for_update(of=("self",), no_key=True)
             .select_related("tenant", "assigned_agent")
             .get(pk=lead.pk),
             policy=policy_ensure(tenant=lead.tenant),
