@@ -16,8 +16,7 @@ from notifications.realtime import agent_group, tenant_group
 from tracking.models import TrackingEvent
 
 # Close codes the page understands (4000-4999 are free for applications).
-CLOSE_UNAUTHENTICATED = 4401
-CLOSE_NO_TENANT = 4403
+CLOSE_FORBIDDEN = 4403  # not signed in, or not an active agent of an active tenant
 CLOSE_RESYNC = 4408
 
 
@@ -44,6 +43,10 @@ def _latest_event_id(tenant_id: int) -> int:
 class TrackingConsumer(AsyncJsonWebsocketConsumer):
     """Forwards the tenant's lifecycle events and the agent's own alerts to one page.
 
+    On the wire: a lifecycle event is sent as is (tracking.events.event_payload: it has
+    an "id" and a "kind", no "type"); control messages have a "type": "heartbeat",
+    "alert" (an agent alert), "resync", "pong".
+
     The log is the source of truth: every heartbeat carries the tenant's latest event id.
     An event committed a whole heartbeat ago that never reached this socket was dropped
     (channels-redis discards messages for a channel at capacity, so a slow consumer never
@@ -56,12 +59,11 @@ class TrackingConsumer(AsyncJsonWebsocketConsumer):
 
     async def connect(self) -> None:
         user = self.scope.get("user")
-        if user is None or not user.is_authenticated:
-            await self.close(code=CLOSE_UNAUTHENTICATED)
-            return
-        membership = await _membership(user)
+        membership = None
+        if user is not None and user.is_authenticated:
+            membership = await _membership(user)
         if membership is None:
-            await self.close(code=CLOSE_NO_TENANT)
+            await self.close(code=CLOSE_FORBIDDEN)
             return
         self.tenant_id, self.agent_id = membership
         self.joined = [tenant_group(self.tenant_id), agent_group(self.agent_id)]
@@ -72,15 +74,6 @@ class TrackingConsumer(AsyncJsonWebsocketConsumer):
         # Everything up to `latest` the page fetches itself; from here on it must arrive.
         self.last_forwarded = latest
         self.expected = latest
-        await self.send_json(
-            {
-                "type": "hello",
-                "tenant_id": self.tenant_id,
-                "agent_id": self.agent_id,
-                "last_event_id": latest,
-                "heartbeat_seconds": heartbeat_seconds(),
-            }
-        )
         self.heartbeat = asyncio.create_task(self._heartbeat_loop())
 
     async def disconnect(self, code) -> None:
@@ -103,7 +96,7 @@ class TrackingConsumer(AsyncJsonWebsocketConsumer):
         if isinstance(payload, dict):
             event_id = int(payload.get("id") or 0)
             self.last_forwarded = max(self.last_forwarded, event_id)
-            await self.send_json({"type": "event", "event": payload})
+            await self.send_json(payload)
         elif payload == "agent_alert" and message.get("agent_id") == self.agent_id:
             await self.send_json(
                 {
@@ -129,5 +122,10 @@ class TrackingConsumer(AsyncJsonWebsocketConsumer):
                 return
             self.expected = latest
             await self.send_json(
-                {"type": "heartbeat", "at": timezone.now().isoformat(), "last_event_id": latest}
+                {
+                    "type": "heartbeat",
+                    "at": timezone.now().isoformat(),
+                    "last_event_id": latest,
+                    "interval_seconds": interval,
+                }
             )

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
+import threading
 from decimal import Decimal
 
 import pytest
+from channels import DEFAULT_CHANNEL_LAYER
+from channels.layers import channel_layers
 
 from churnapp.factories import LeadFactory
 from interventions.models import (
@@ -166,3 +170,49 @@ def world(tenant) -> World:
 @pytest.fixture
 def other_world(other_tenant) -> World:
     return World(other_tenant)
+
+
+class LoopThread:
+    """One event loop in a thread: a channel's receive buffer is bound to the loop that
+    first used it, so every call on the member's side runs on this one loop."""
+
+    def __init__(self):
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+
+    def run(self, coro):
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
+
+    def receive(self, layer, channel: str, timeout: float):
+        async def go():
+            try:
+                return await asyncio.wait_for(layer.receive(channel), timeout)
+            except TimeoutError:
+                return None
+
+        return self.run(go())
+
+    def close(self):
+        async def drain():
+            # Cancel what is left (a communicator's app, a timed-out receive) cleanly.
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+        self.run(drain())
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+        self.loop.close()
+
+
+@pytest.fixture
+def loop_thread():
+    """A loop thread, and a fresh default channel layer (a layer's receive side stays
+    bound to the loop that used it, so tests must not share one)."""
+    channel_layers.backends.pop(DEFAULT_CHANNEL_LAYER, None)
+    thread = LoopThread()
+    yield thread
+    thread.close()
+    channel_layers.backends.pop(DEFAULT_CHANNEL_LAYER, None)

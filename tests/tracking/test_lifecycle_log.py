@@ -3,9 +3,7 @@ after commit, through the real Redis channel layer."""
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
-import threading
 
 import pytest
 from channels.layers import get_channel_layer
@@ -134,39 +132,6 @@ def test_an_unchanged_tier_is_not_logged(lead):
         reasons=[],
     )
     assert kinds(lead_id=lead.id) == []
-
-
-class LoopThread:
-    """One event loop in a thread: a channel's receive buffer is bound to the loop that
-    first used it, so every call on the member's side runs on this one loop."""
-
-    def __init__(self):
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-
-    def run(self, coro):
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
-
-    def receive(self, layer, channel: str, timeout: float):
-        async def go():
-            try:
-                return await asyncio.wait_for(layer.receive(channel), timeout)
-            except TimeoutError:
-                return None
-
-        return self.run(go())
-
-    def close(self):
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(5)
-
-
-@pytest.fixture
-def loop_thread():
-    thread = LoopThread()
-    yield thread
-    thread.close()
 
 
 def test_the_broadcast_reaches_the_tenant_group_only_after_commit(

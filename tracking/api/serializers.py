@@ -23,7 +23,14 @@ class PeriodIn(serializers.Serializer):
             "date_from": data.get("from"),
             "date_to": data.get("to"),
         }
-        return super().to_internal_value({k: v for k, v in data.items() if v})
+        try:
+            return super().to_internal_value({k: v for k, v in data.items() if v})
+        except serializers.ValidationError as error:
+            names = {"date_from": "from", "date_to": "to"}
+            detail = error.detail if isinstance(error.detail, dict) else {}
+            raise serializers.ValidationError(
+                {names.get(k, k): v for k, v in detail.items()} or error.detail
+            ) from error
 
     def validate(self, attrs):
         today = timezone.now().date()

@@ -16,6 +16,7 @@ from django.views.decorators.cache import cache_control
 from django.views.decorators.http import require_GET
 
 from churnapp.models import Agent, AgentRole
+from tracking.consumers import heartbeat_seconds
 from tracking.dashboard import selectors
 from tracking.selectors import PERIODS, period_resolve
 
@@ -58,6 +59,7 @@ def _base(request: HttpRequest, active: str) -> dict:
         "now": timezone.now(),
         # The page's resync cursor: it asks /api/tracking/events for anything after it.
         "live_cursor": selectors.latest_event_id(tenant=request.tenant),
+        "heartbeat_seconds": heartbeat_seconds(),
     }
 
 

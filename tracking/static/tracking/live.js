@@ -10,7 +10,7 @@
     handlers: [],
     ws: null,
     attempts: 0,
-    heartbeatSeconds: 15,
+    heartbeatSeconds: Number(body.dataset.heartbeat || 15),
     lastBeat: 0,
     syncing: null,
     stopped: false,
@@ -87,22 +87,24 @@
     const ws = new WebSocket(`${scheme}://${location.host}/ws/tracking/`);
     state.ws = ws;
     health("connecting", "connecting…");
+    ws.onopen = () => {
+      state.attempts = 0;
+      state.lastBeat = Date.now();
+      health("syncing", "syncing…");
+      resync().then(() => health("live", "live"), () => health("stale", "sync failed"));
+    };
     ws.onmessage = (message) => {
       const msg = JSON.parse(message.data);
       state.lastBeat = Date.now();
-      if (msg.type === "hello") {
-        state.attempts = 0;
-        state.heartbeatSeconds = Number(msg.heartbeat_seconds || 15);
-        health("syncing", "syncing…");
-        resync().then(() => health("live", "live"), () => health("stale", "sync failed"));
+      if (msg.type === undefined && msg.id !== undefined) {
+        deliver(msg); // a lifecycle event, as the events API returns it
       } else if (msg.type === "heartbeat") {
+        state.heartbeatSeconds = Number(msg.interval_seconds || state.heartbeatSeconds);
         if (Number(msg.last_event_id) > state.cursor) {
           resync().then(() => health("live", "live"), () => health("stale", "sync failed"));
         } else if (!state.syncing) {
           health("live", "live");
         }
-      } else if (msg.type === "event") {
-        deliver(msg.event);
       } else if (msg.type === "alert") {
         alertBox(msg.alert);
       } else if (msg.type === "resync") {
@@ -111,7 +113,7 @@
     };
     ws.onclose = (e) => {
       if (state.ws === ws) state.ws = null;
-      if (e.code === 4401 || e.code === 4403) {
+      if (e.code === 4403) {
         health("down", "not signed in");
         return;
       }

@@ -1,0 +1,60 @@
+"""The dashboard WebSocket: session auth, the user's tenant group only, events forwarded."""
+
+from __future__ import annotations
+
+import pytest
+from channels.testing import WebsocketCommunicator
+from django.conf import settings
+from django.contrib.auth.models import User
+
+from churnapp.factories import AgentFactory
+from churnapp.models import AgentRole
+from config.asgi import application
+from tracking.events import tracking_event_record
+
+
+def _communicator(cookie: str | None) -> WebsocketCommunicator:
+    headers = [(b"origin", b"http://localhost"), (b"host", b"localhost")]
+    if cookie:
+        headers.append((b"cookie", f"{settings.SESSION_COOKIE_NAME}={cookie}".encode()))
+    return WebsocketCommunicator(application, "/ws/tracking/", headers=headers)
+
+
+def _session_of(client, tenant) -> str:
+    user = User.objects.create_user(f"m-{tenant.slug}", password="x" * 12, is_staff=True)
+    AgentFactory(tenant=tenant, user=user, role=AgentRole.MANAGER)
+    client.force_login(user)
+    return client.cookies[settings.SESSION_COOKIE_NAME].value
+
+
+def test_a_signed_in_member_receives_only_their_tenants_events(
+    transactional_db, client, tenant, other_tenant, loop_thread
+):
+    # given a manager of the tenant connected over the full ASGI stack
+    ws = _communicator(_session_of(client, tenant))
+    connected, _ = loop_thread.run(ws.connect())
+    assert connected
+    try:
+        # when events of both tenants are committed
+        theirs = tracking_event_record(tenant_id=other_tenant.id, kind="intervention_started")
+        mine = tracking_event_record(tenant_id=tenant.id, kind="outcome_recorded", stage=2)
+        # then only this tenant's event arrives, as sent
+        got = loop_thread.run(ws.receive_json_from(timeout=5))
+        assert got["id"] == mine.id and got["kind"] == "outcome_recorded" and got["stage"] == 2
+        assert theirs.id != got["id"]
+        assert loop_thread.run(ws.receive_nothing(timeout=0.5))
+    finally:
+        loop_thread.run(ws.disconnect())
+
+
+@pytest.mark.parametrize("signed_in_without_agent", [False, True])
+def test_anonymous_or_tenantless_users_are_refused(
+    transactional_db, client, loop_thread, signed_in_without_agent
+):
+    cookie = None
+    if signed_in_without_agent:
+        client.force_login(User.objects.create_user("nobody", password="x" * 12))
+        cookie = client.cookies[settings.SESSION_COOKIE_NAME].value
+    ws = _communicator(cookie)
+    connected, code = loop_thread.run(ws.connect())
+    assert not connected and code == 4403
