@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 from django.contrib.auth import get_user_model
+from django.db import connection
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
 
 from churnapp.factories import LeadFactory
 from churnapp.models import RiskTier
@@ -135,3 +137,21 @@ def test_plotly_is_served_from_the_installed_package(client):
     assert response.status_code == 200
     body = b"".join(response.streaming_content)
     assert b"plotly.js" in body[:2000] and len(body) > 1_000_000
+
+
+@pytest.mark.parametrize("path", ["/", "/?period=90d", "/leads/", "/escalations/", "/me/"])
+def test_page_queries_do_not_grow_with_the_number_of_leads(manager_user, tenant, path):
+    """Nothing is computed per lead on page load: ten times the leads, the same queries."""
+    client = _client(manager_user)
+
+    def queries() -> int:
+        with CaptureQueriesContext(connection) as captured:
+            assert client.get(path).status_code == 200
+        return len(captured)
+
+    for _ in range(3):
+        _at_risk(tenant, assigned_agent=manager_user.agent)
+    few = queries()
+    for _ in range(30):
+        _at_risk(tenant, assigned_agent=manager_user.agent)
+    assert queries() == few
