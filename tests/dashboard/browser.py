@@ -67,7 +67,8 @@ test_database_url.__test__ = False  # a helper, not a test
 class LiveServer:
     """daphne serving config.asgi:application on 127.0.0.1, as `manage.py up` runs it."""
 
-    def __init__(self, heartbeat_seconds: float = 1.0):
+    def __init__(self, heartbeat_seconds: float = 1.0, env: dict | None = None):
+        self.extra_env = dict(env or {})
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.heartbeat_seconds = heartbeat_seconds
@@ -81,6 +82,7 @@ class LiveServer:
             "DATABASE_URL": test_database_url(),
             "DJANGO_SERVE_STATIC": "true",
             "TRACKING_WS_HEARTBEAT_SECONDS": str(self.heartbeat_seconds),
+            **self.extra_env,
         }
         env.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
         ARTIFACTS.mkdir(parents=True, exist_ok=True)

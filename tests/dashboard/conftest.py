@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import pytest
+from django.conf import settings as django_settings
 from django.contrib.auth import get_user_model
 
 from churnapp.factories import AgentFactory
 from churnapp.models import AgentRole
+from tests.dashboard.browser import chromium, require_browser
 
 PASSWORD = "dashboard-pass-1"
 
@@ -36,3 +38,27 @@ def other_manager_user(other_tenant):
     user = _user("otto", staff=True)
     AgentFactory(tenant=other_tenant, role=AgentRole.MANAGER, name="Otto Other", user=user)
     return user
+
+
+@pytest.fixture
+def browser(monkeypatch):
+    require_browser()
+    # Playwright's sync API keeps an event loop running in this thread; the test's own
+    # ORM calls are still plain synchronous code (Django's documented escape hatch).
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+    with chromium() as new_context:
+        yield new_context
+
+
+@pytest.fixture
+def backends(settings):
+    """Lead-facing channels deliver to the in-memory backend; agent alerts go over the
+    real channel layer to the dashboard."""
+    settings.NOTIFICATION_BACKENDS = {
+        c: "notifications.backends.locmem.LocmemBackend"
+        for c in django_settings.NOTIFICATION_BACKENDS
+    }
+    settings.NOTIFICATION_BACKENDS["agent_alert"] = (
+        "notifications.backends.agent_alert.ChannelLayerAlertBackend"
+    )
+    return settings

@@ -4,11 +4,13 @@ worker and the real Redis channel layer, with committed data."""
 from __future__ import annotations
 
 import datetime as dt
+import logging
+import threading
 import uuid
 
 import pytest
 import requests
-from django.conf import settings as django_settings
+from django.db import connection
 from django.utils import timezone
 
 from churnapp.factories import LeadFactory
@@ -17,43 +19,24 @@ from churnapp.services.api_keys import api_key_create
 from churnapp.signals import risk_assessed
 from interventions.models import Escalation, EscalationStatus, Intervention
 from interventions.services.policy import policy_ensure
-from tests.dashboard.browser import ARTIFACTS, LiveServer, chromium, require_browser
+from tests.dashboard.browser import ARTIFACTS, LiveServer
 from tests.dashboard.conftest import PASSWORD
 from tracking.models import EventKind, TrackingEvent
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("backends")]
 
 
 @pytest.fixture
-def browser(monkeypatch):
-    require_browser()
-    # Playwright's sync API keeps an event loop running in this thread; the test's own
-    # ORM calls are still plain synchronous code (Django's documented escape hatch).
-    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-    with chromium() as new_context:
-        yield new_context
+def heartbeat_seconds() -> float:
+    return 1.0
 
 
 @pytest.fixture
-def daphne_server(browser, transactional_db):
-    server = LiveServer(heartbeat_seconds=1.0)
+def daphne_server(browser, transactional_db, heartbeat_seconds):
+    server = LiveServer(heartbeat_seconds=heartbeat_seconds)
     server.start()
     yield server
     server.stop()
-
-
-@pytest.fixture(autouse=True)
-def backends(settings):
-    """Lead-facing channels deliver to the in-memory backend; agent alerts go over the
-    real channel layer to the dashboard."""
-    settings.NOTIFICATION_BACKENDS = {
-        c: "notifications.backends.locmem.LocmemBackend"
-        for c in django_settings.NOTIFICATION_BACKENDS
-    }
-    settings.NOTIFICATION_BACKENDS["agent_alert"] = (
-        "notifications.backends.agent_alert.ChannelLayerAlertBackend"
-    )
-    return settings
 
 
 def _policy(tenant):
@@ -65,7 +48,33 @@ def _policy(tenant):
     return policy
 
 
+def off_loop(fn, *args, **kwargs):
+    """Run `fn` in a plain thread, as another process would. Playwright's sync API keeps
+    an event loop running in the test's thread, where the after-commit broadcast
+    (async_to_sync) refuses to run."""
+    outcome: dict = {}
+
+    def run():
+        try:
+            outcome["value"] = fn(*args, **kwargs)
+        except BaseException as exc:  # handed back to the test below
+            outcome["error"] = exc
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join()
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome.get("value")
+
+
 def _raise_risk(lead, new_tier: str, previous_tier: str = "low", score: float = 0.6):
+    off_loop(_raise_risk_now, lead, new_tier, previous_tier, score)
+
+
+def _raise_risk_now(lead, new_tier: str, previous_tier: str, score: float):
     """What scoring does when a lead's tier rises: store it, then tell the apps above."""
     type(lead).objects.filter(pk=lead.pk).update(
         risk_tier=new_tier, risk_score=score, risk_scored_at=timezone.now()
@@ -137,8 +146,10 @@ def test_manager_sees_the_overview_with_its_charts(
     _shot(page, "lead-detail")
 
 
+# Heartbeats (which also trigger catch-up) far apart: what arrives came by push.
+@pytest.mark.parametrize("heartbeat_seconds", [300.0])
 def test_activity_through_the_api_shows_the_intervention_live(
-    daphne_server, browser, tenant, manager_user, celery_worker
+    daphne_server, browser, tenant, manager_user, celery_worker, caplog
 ):
     # given: the manager's overview open and live
     _policy(tenant)
@@ -174,8 +185,12 @@ def test_activity_through_the_api_shows_the_intervention_live(
     assert page.evaluate("performance.getEntriesByType('navigation').length") == 1
     item = feed_item(page, "intervention_started", lead.id)
     assert "stage 1" in item.inner_text()
+    assert not [
+        r for r in caplog.records if r.name == "tracking.events" and r.levelno >= logging.ERROR
+    ]
 
 
+@pytest.mark.parametrize("heartbeat_seconds", [300.0])
 def test_manager_gets_the_alert_and_acknowledges_the_escalation(
     daphne_server, browser, tenant, manager_user, celery_worker
 ):
