@@ -10,6 +10,7 @@ import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 import requests
@@ -56,9 +57,9 @@ def require_browser() -> None:
 
 
 def test_database_url() -> str:
-    d = connection.settings_dict
-    auth = d["USER"] + (f":{d['PASSWORD']}" if d.get("PASSWORD") else "")
-    return f"postgres://{auth}@{d['HOST'] or '127.0.0.1'}:{d['PORT'] or 5432}/{d['NAME']}"
+    """DATABASE_URL pointing at pytest's test database (same server, socket or TCP)."""
+    parts = urlsplit(os.environ["DATABASE_URL"])
+    return urlunsplit(parts._replace(path="/" + connection.settings_dict["NAME"]))
 
 
 test_database_url.__test__ = False  # a helper, not a test
@@ -76,9 +77,10 @@ class LiveServer:
         self.log = ARTIFACTS / f"daphne-{self.port}.log"
 
     def start(self) -> None:
+        # os.environ carries the run's DJANGO_SETTINGS_MODULE (pytest-django sets it):
+        # the server shares the test process's hashers, channel layer prefix and queues.
         env = {
             **os.environ,
-            "DJANGO_SETTINGS_MODULE": "config.settings.test",
             "DATABASE_URL": test_database_url(),
             "DJANGO_SERVE_STATIC": "true",
             "TRACKING_WS_HEARTBEAT_SECONDS": str(self.heartbeat_seconds),

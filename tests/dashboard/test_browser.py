@@ -138,6 +138,16 @@ def test_manager_sees_the_overview_with_its_charts(
     assert feed_item(page, "intervention_started", lead.id).count() == 1
     _shot(page, "overview")
 
+    # The period selector redraws the analytics over 7 days: one churn point per day.
+    page.click('.periods a[data-period="7d"]')
+    page.wait_for_url("**/?period=7d")
+    page.wait_for_selector('body[data-charts-ready="5"]')
+    assert page.locator('.periods a.active[data-period="7d"]').count() == 1
+    points = page.evaluate(
+        "document.getElementById('chart-churn').data.find(t => t.name === 'Treated churn').x.length"
+    )
+    assert points == 7
+
     page.click(f'#feed a[href="/leads/{lead.id}/"] >> nth=0')
     page.wait_for_selector('body[data-charts-ready="1"]')
     assert page.locator("#chart-history .main-svg").count() >= 1

@@ -191,11 +191,34 @@
     while (feed.children.length > 100) feed.lastElementChild.remove();
   }
 
+  // The lead page's timeline takes this lead's new lifecycle events as they happen.
+  const timeline = document.getElementById("timeline");
+  function timelineItem(event) {
+    if (!timeline || String(event.lead_id) !== timeline.dataset.leadId) return;
+    if (timeline.querySelector(`[data-event-id="${event.id}"]`)) return;
+    const li = document.createElement("li");
+    li.className = "tl-event fresh";
+    li.dataset.eventId = event.id;
+    const time = document.createElement("time");
+    time.textContent = String(event.occurred_at).slice(0, 16).replace("T", " ");
+    const type = document.createElement("span");
+    type.className = "tl-type";
+    type.textContent = "event";
+    const title = document.createElement("strong");
+    title.textContent = event.kind.replace(/_/g, " ");
+    const detail = document.createElement("span");
+    detail.className = "muted";
+    detail.textContent = [event.stage ? `stage ${event.stage}` : "", event.channel].filter(Boolean).join(" ");
+    li.append(time, " ", type, " ", title, " ", detail);
+    timeline.prepend(li);
+  }
+
   window.Dashboard = {
     on(handler) { state.handlers.push(handler); },
     state,
     resync,
   };
   window.Dashboard.on(feedItem);
+  window.Dashboard.on(timelineItem);
   connect();
 })();
