@@ -366,3 +366,17 @@ CELERY_BEAT_SCHEDULE["tracking-daily"] = {
 # Seconds between heartbeats on /ws/tracking/; an event announced by one heartbeat and
 # not delivered by the next makes the consumer close with "resync" (the page catches up).
 TRACKING_WS_HEARTBEAT_SECONDS = env.float("TRACKING_WS_HEARTBEAT_SECONDS", default=15.0)
+
+# --- Risk scoring: hourly batch rescore (fans out per tenant and chunk), weekly retrain.
+from celery.schedules import crontab  # noqa: E402
+
+CELERY_BEAT_SCHEDULE["churnapp.rescore_all_tenants"] = {
+    "task": "churnapp.rescore_all_tenants",
+    "schedule": crontab(minute=5),
+    "options": {"queue": "scoring"},
+}
+CELERY_BEAT_SCHEDULE["churnapp.retrain_all_tenants"] = {
+    "task": "churnapp.retrain_all_tenants",
+    "schedule": crontab(minute=30, hour=3, day_of_week="sun"),
+    "options": {"queue": "scoring"},
+}

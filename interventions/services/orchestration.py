@@ -12,6 +12,7 @@ from django.utils import timezone
 
 from churnapp.exceptions import ApplicationError
 from churnapp.models import ActivityKind, Lead, LeadActivity, LeadStatus, RiskTier
+from churnapp.services.intervention_history import lead_intervention_record
 from interventions.clock import quiet_hours_release, zone
 from interventions.models import (
     OPEN_STATUSES,
@@ -197,6 +198,7 @@ def _start(
         holdout=cohort.is_holdout,
         variant=getattr(variant, "key", None),
     )
+    _history(intervention, "started", now)
     if not cohort.is_holdout:
         requested = _plan_steps(intervention, lead, policy, stage_policy, reasons or [], now)
         if not requested:
@@ -241,15 +243,7 @@ def _plan_steps(
             elif channel_cap is not None and week_by_channel.get(channel, 0) >= channel_cap:
                 skip = f"frequency cap: {channel_cap} {channel} messages per week reached"
         if skip:
-            InterventionStep.objects.create(
-                intervention=intervention,
-                position=position,
-                channel=channel,
-                recipient=to,
-                status=StepStatus.SKIPPED,
-                skip_reason=skip,
-            )
-            _emit(intervention, "step_skipped", intervention.status, channel=channel, reason=skip)
+            _step_skip(intervention, position, channel, to, skip)
             continue
         not_before = None
         if to == Recipient.LEAD:
@@ -279,16 +273,7 @@ def _plan_steps(
                     metadata={"intervention_id": intervention.id, "step": position},
                 )
         except ApplicationError as exc:
-            reason = f"cannot send: {exc.message}"[:200]
-            InterventionStep.objects.create(
-                intervention=intervention,
-                position=position,
-                channel=channel,
-                recipient=to,
-                status=StepStatus.SKIPPED,
-                skip_reason=reason,
-            )
-            _emit(intervention, "step_skipped", intervention.status, channel=channel, reason=reason)
+            _step_skip(intervention, position, channel, to, f"cannot send: {exc.message}")
             continue
         InterventionStep.objects.create(
             intervention=intervention,
@@ -305,6 +290,33 @@ def _plan_steps(
             week_count += 1
             week_by_channel[channel] = week_by_channel.get(channel, 0) + 1
     return requested
+
+
+def _step_skip(
+    intervention: Intervention, position: int, channel: str, to: str, reason: str
+) -> None:
+    """Record a planned send that will not happen, and why (never dropped silently)."""
+    reason = reason[:200]
+    InterventionStep.objects.create(
+        intervention=intervention,
+        position=position,
+        channel=channel,
+        recipient=to,
+        status=StepStatus.SKIPPED,
+        skip_reason=reason,
+    )
+    _emit(intervention, "step_skipped", intervention.status, channel=channel, reason=reason)
+
+
+def _history(intervention: Intervention, outcome: str, at: dt.datetime) -> None:
+    """Tell churnapp, whose features read prior interventions and their outcomes."""
+    lead_intervention_record(
+        lead_id=intervention.lead_id,
+        stage=intervention.stage,
+        outcome=outcome,
+        at=at,
+        key=f"intervention:{intervention.id}:{outcome}",
+    )
 
 
 def _activate(intervention: Intervention, now: dt.datetime, reason: str = "") -> None:
@@ -333,6 +345,7 @@ def _resolve(intervention: Intervention, outcome: str, reason: str, now: dt.date
             variant_id=intervention.variant_id, success=outcome in SUCCESS_OUTCOMES
         )
     _emit(intervention, "resolved", previous_status, reason=reason)
+    _history(intervention, outcome, now)
     escalation = getattr(intervention, "escalation", None)
     if escalation is not None and outcome in SUCCESS_OUTCOMES:
         from interventions.services.escalations import escalation_close_on_outcome
