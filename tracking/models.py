@@ -130,6 +130,40 @@ class InterventionDailyRollup(models.Model):
         return f"{self.tenant_id} {self.day} stage {self.stage}"
 
 
+class InterventionDailyBreakdown(models.Model):
+    """The same day's counts per single breakdown (overall, stage, channel, stage+variant,
+    a segment, stage+channel) and arm: what analytics sum, a few dozen rows a day
+    instead of every combination of dimensions."""
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="+")
+    day = models.DateField()
+    dimension = models.CharField(max_length=16)
+    stage = models.PositiveSmallIntegerField(null=True, blank=True)
+    value = models.CharField(max_length=64, blank=True, default="")
+    is_holdout = models.BooleanField()
+    started = models.IntegerField(default=0)
+    resolved = models.IntegerField(default=0)
+    successes = models.IntegerField(default=0)
+    re_engaged = models.IntegerField(default=0)
+    converted = models.IntegerField(default=0)
+    churned = models.IntegerField(default=0)
+    no_response = models.IntegerField(default=0)
+    unsubscribed = models.IntegerField(default=0)
+    cancelled = models.IntegerField(default=0)
+    episodes_ended = models.IntegerField(default=0)
+    episodes_saved = models.IntegerField(default=0)
+    first_send_hist = ArrayField(models.IntegerField(), default=list)
+    resolution_hist = ArrayField(models.IntegerField(), default=list)
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["tenant", "day", "dimension"], name="trk_ivbreak_tenant_day")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.tenant_id} {self.day} {self.dimension}={self.value}"
+
+
 class MessageDailyRollup(models.Model):
     """Messages of one tenant created on one UTC day, per channel, provider, stage, variant."""
 

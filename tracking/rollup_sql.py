@@ -48,6 +48,7 @@ INTERVENTION_COUNTS = (
     "episodes_saved",
 )
 INTERVENTION_HISTOGRAMS = ("first_send_hist", "resolution_hist")
+BREAKDOWN_COLUMNS = ("dimension", "stage", "value", "is_holdout")
 MESSAGE_DIMENSIONS = ("channel", "provider", "stage", "variant")
 MESSAGE_COUNTS = (
     "created",
@@ -174,6 +175,60 @@ def intervention_rollup_select() -> str:
     FROM facts
     GROUP BY day, stage, channel, variant, source, price_band, pipeline_stage, tier_at_start,
              is_holdout
+    """
+
+
+# The breakdowns analytics read, each with the arm: name -> grouped dimensions.
+BREAKDOWNS: dict[str, tuple[str, ...]] = {
+    "overall": (),
+    "stage": ("stage",),
+    "channel": ("channel",),
+    "variant": ("stage", "variant"),
+    "source": ("source",),
+    "price_band": ("price_band",),
+    "pipeline_stage": ("pipeline_stage",),
+    "tier_at_start": ("tier_at_start",),
+    "stage_channel": ("stage", "channel"),
+}
+_GROUPED = (
+    "stage",
+    "channel",
+    "variant",
+    "source",
+    "price_band",
+    "pipeline_stage",
+    "tier_at_start",
+)
+
+
+def breakdown_select(source_sql: str) -> str:
+    """Breakdown rows (day, dimension, stage, value, is_holdout, counts, histograms) from
+    a SELECT of cross-product rows (the rollup table's rows or the live aggregate)."""
+    width = len(_GROUPED)
+
+    def mask(dims: tuple[str, ...]) -> int:
+        # GROUPING(a, b, ...) sets the bit of every column NOT grouped, first = highest.
+        return sum(1 << (width - 1 - i) for i, d in enumerate(_GROUPED) if d not in dims)
+
+    grouping = f"GROUPING({', '.join(_GROUPED)})"
+    dimension = " ".join(f"WHEN {mask(d)} THEN '{name}'" for name, d in BREAKDOWNS.items())
+    value_cases = []
+    for dims in BREAKDOWNS.values():
+        rest = [d for d in dims if d != "stage"]
+        if rest:
+            value_cases.append(f"WHEN {mask(dims)} THEN {rest[0]}")
+    sets = ", ".join(
+        "(" + ", ".join(("day", "is_holdout", *dims)) + ")" for dims in BREAKDOWNS.values()
+    )
+    sums = ", ".join(f"sum({c})::int AS {c}" for c in INTERVENTION_COUNTS)
+    hists = ", ".join(f"{hist_sum(h)}::int[] AS {h}" for h in INTERVENTION_HISTOGRAMS)
+    return f"""
+    SELECT day, CASE {grouping} {dimension} END AS dimension,
+           CASE WHEN GROUPING(stage) = 0 THEN stage END AS stage,
+           COALESCE(CASE {grouping} {" ".join(value_cases)} END, '') AS value,
+           is_holdout, {sums}, {hists}
+    FROM ({source_sql}) cross_product
+    GROUP BY GROUPING SETS ({sets})
     """
 
 

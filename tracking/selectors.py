@@ -23,20 +23,22 @@ from interventions.models import (
 from tracking import stats
 from tracking.models import (
     EscalationDailyRollup,
-    InterventionDailyRollup,
+    InterventionDailyBreakdown,
     MessageDailyRollup,
     RollupDay,
     TrackingEvent,
 )
 from tracking.rollup_sql import (
+    BREAKDOWN_COLUMNS,
+    BREAKDOWNS,
     ESCALATION_COUNTS,
     ESCALATION_HISTOGRAMS,
     INTERVENTION_COUNTS,
-    INTERVENTION_DIMENSIONS,
     INTERVENTION_HISTOGRAMS,
     MESSAGE_COUNTS,
     MESSAGE_DIMENSIONS,
     MESSAGE_HISTOGRAMS,
+    breakdown_select,
     day_bounds,
     escalation_rollup_select,
     hist_sum,
@@ -149,42 +151,38 @@ def _fetch(sql: str, params: dict) -> list[dict]:
         return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
 
 
-_IV_SETS = {
-    "overall": ("is_holdout",),
-    "stage": ("is_holdout", "stage"),
-    "channel": ("is_holdout", "channel"),
-    "variant": ("is_holdout", "stage", "variant"),
-    "source": ("is_holdout", "source"),
-    "price_band": ("is_holdout", "price_band"),
-    "pipeline_stage": ("is_holdout", "pipeline_stage"),
-    "tier_at_start": ("is_holdout", "tier_at_start"),
-    "stage_channel": ("is_holdout", "stage", "channel"),
-}
-
-
 def _intervention_groups(tenant_id: int, period: Period) -> dict[str, list[dict]]:
-    facts, params = _facts(
-        InterventionDailyRollup,
-        (*INTERVENTION_DIMENSIONS, *INTERVENTION_COUNTS, *INTERVENTION_HISTOGRAMS),
-        intervention_rollup_select(),
-        {},
-        tenant_id,
-        period,
+    """Rows per breakdown (see rollup_sql.BREAKDOWNS) and arm, summed over the period."""
+    missing = _missing_days(tenant_id, period)
+    table = InterventionDailyBreakdown._meta.db_table
+    cols = ", ".join(("day", *BREAKDOWN_COLUMNS, *INTERVENTION_COUNTS, *INTERVENTION_HISTOGRAMS))
+    params: dict = {
+        "tenant": tenant_id,
+        "first_day": period.first_day,
+        "last_day": period.last_day,
+        "missing": missing,
+    }
+    facts = (
+        f"SELECT {cols} FROM {table} WHERE tenant_id = %(tenant)s "
+        "AND day >= %(first_day)s AND day <= %(last_day)s AND NOT (day = ANY(%(missing)s))"
     )
-    dims = [d for d in INTERVENTION_DIMENSIONS if d != "is_holdout"]
-    grouping = ", ".join(f"GROUPING({d}) AS g_{d}" for d in dims)
+    if missing:
+        params["start"], params["end"] = day_bounds(min(missing), max(missing))
+        live = breakdown_select(intervention_rollup_select())
+        facts += f" UNION ALL SELECT {cols} FROM ({live}) live WHERE day = ANY(%(missing)s)"
     sums = ", ".join(f"sum({c})::bigint AS {c}" for c in INTERVENTION_COUNTS)
     hists = ", ".join(f"{hist_sum(h)} AS {h}" for h in INTERVENTION_HISTOGRAMS)
-    sets = ", ".join("(" + ", ".join(s) + ")" for s in _IV_SETS.values())
     sql = (
-        f"SELECT {grouping}, {', '.join(INTERVENTION_DIMENSIONS)}, {sums}, {hists} "
-        f"FROM ({facts}) f GROUP BY GROUPING SETS ({sets})"
+        f"SELECT dimension, stage, value, is_holdout, {sums}, {hists} FROM ({facts}) f "
+        "GROUP BY dimension, stage, value, is_holdout"
     )
-    groups: dict[str, list[dict]] = {name: [] for name in _IV_SETS}
-    by_key = {frozenset(s) - {"is_holdout"}: name for name, s in _IV_SETS.items()}
+    groups: dict[str, list[dict]] = {name: [] for name in BREAKDOWNS}
     for row in _fetch(sql, params):
-        present = frozenset(d for d in dims if row[f"g_{d}"] == 0)
-        groups[by_key[present]].append(row)
+        dims = BREAKDOWNS[row["dimension"]]
+        rest = [d for d in dims if d != "stage"]
+        if rest:
+            row[rest[0]] = row["value"]
+        groups[row["dimension"]].append(row)
     return groups
 
 

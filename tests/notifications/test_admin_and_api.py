@@ -87,7 +87,9 @@ def test_admin_replay_queues_a_dead_message_again(
     dead_message.refresh_from_db()
     assert dead_message.status == MessageStatus.QUEUED and dead_message.max_attempts == 10
     assert "replayed by root" in dead_message.status_reason
-    assert len(callbacks) == 1  # the send is enqueued after commit
+    assert (
+        len([c for c in callbacks if c.__module__ != "tracking.events"]) == 1
+    )  # the send is enqueued after commit
 
 
 def test_admin_is_scoped_to_the_managers_tenant(dead_message, other_tenant):

@@ -205,7 +205,9 @@ def test_send_is_enqueued_only_after_commit(tenant, lead, django_capture_on_comm
             context={},
             idempotency_key="oc",
         )
-    assert len(callbacks) == 1
+    assert (
+        len([c for c in callbacks if c.__module__ != "tracking.events"]) == 1
+    )  # tracking's broadcasts aside
 
 
 def test_agent_alert_creates_a_companion_sms_to_the_agent(tenant, lead, agent):

@@ -152,3 +152,24 @@ def test_no_key_no_data(client, mine):
         "/api/tracking/export/interventions.csv",
     ):
         assert client.get(path).status_code in (401, 403), path
+
+
+def test_the_schema_documents_the_endpoints_and_the_success_definition(db):
+    import yaml
+    from rest_framework.test import APIClient
+
+    schema = yaml.safe_load(APIClient().get("/api/schema/").content)
+    for path in (
+        "/api/tracking/events/",
+        "/api/tracking/export/{dataset}.csv",
+        "/api/interventions/{id}/timeline/",
+        "/api/analytics/success/",
+        "/api/analytics/impact/",
+    ):
+        assert path in schema["paths"], path
+    success = schema["paths"]["/api/analytics/success/"]["get"]
+    assert "re_engaged" in success["description"] and "converted" in success["description"]
+    assert {p["name"] for p in success["parameters"]} >= {"period", "from", "to"}
+    impact = schema["paths"]["/api/analytics/impact/"]["get"]
+    assert "Newcombe" in impact["description"]
+    assert "examples" in impact["responses"]["200"]["content"]["application/json"]

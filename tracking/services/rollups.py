@@ -10,6 +10,7 @@ from django.utils import timezone
 
 from tracking.models import (
     EscalationDailyRollup,
+    InterventionDailyBreakdown,
     InterventionDailyRollup,
     MessageDailyRollup,
     RollupDay,
@@ -17,6 +18,7 @@ from tracking.models import (
     TrackingSettings,
 )
 from tracking.rollup_sql import (
+    BREAKDOWN_COLUMNS,
     ESCALATION_COUNTS,
     ESCALATION_HISTOGRAMS,
     INTERVENTION_COUNTS,
@@ -25,12 +27,16 @@ from tracking.rollup_sql import (
     MESSAGE_COUNTS,
     MESSAGE_DIMENSIONS,
     MESSAGE_HISTOGRAMS,
+    breakdown_select,
     day_bounds,
     escalation_rollup_select,
     intervention_rollup_select,
     message_costs,
     message_rollup_select,
 )
+
+# First key of the rollup's advisory lock (the second is the tenant id).
+ROLLUP_LOCK = 7_406_001
 
 
 def _insert_select(model, columns: tuple[str, ...], select_sql: str, params: dict) -> int:
@@ -49,10 +55,18 @@ def rollup_days(*, tenant_id: int, first_day: dt.date, last_day: dt.date) -> dic
     rows, so the nightly job restates recent days to catch late outcomes and receipts."""
     if last_day < first_day:
         raise ValueError("last_day is before first_day")
+    # One rollup of a tenant at a time: two overlapping runs would both insert.
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [ROLLUP_LOCK, tenant_id])
     start, end = day_bounds(first_day, last_day)
     params = {"tenant": tenant_id, "start": start, "end": end}
     days = {"tenant_id": tenant_id, "day__gte": first_day, "day__lte": last_day}
-    for model in (InterventionDailyRollup, MessageDailyRollup, EscalationDailyRollup):
+    for model in (
+        InterventionDailyRollup,
+        InterventionDailyBreakdown,
+        MessageDailyRollup,
+        EscalationDailyRollup,
+    ):
         model.objects.filter(**days).delete()
     counts = {
         "interventions": _insert_select(
@@ -62,6 +76,16 @@ def rollup_days(*, tenant_id: int, first_day: dt.date, last_day: dt.date) -> dic
             params,
         )
     }
+    table = InterventionDailyRollup._meta.db_table
+    counts["breakdowns"] = _insert_select(
+        InterventionDailyBreakdown,
+        ("day", *BREAKDOWN_COLUMNS, *INTERVENTION_COUNTS, *INTERVENTION_HISTOGRAMS),
+        breakdown_select(
+            f"SELECT * FROM {table} WHERE tenant_id = %(tenant)s "
+            "AND day >= %(first_day)s AND day <= %(last_day)s"
+        ),
+        {**params, "first_day": first_day, "last_day": last_day},
+    )
     message_sql, cost_params = message_rollup_select(message_costs())
     counts["messages"] = _insert_select(
         MessageDailyRollup,
