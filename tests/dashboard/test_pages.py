@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 import pytest
 from django.contrib.auth import get_user_model
 from django.db import connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
 
 from churnapp.factories import LeadFactory
-from churnapp.models import RiskTier
+from churnapp.models import Lead, RiskAssessment, RiskTier
 from tracking.events import tracking_event_record
 from tracking.models import EventKind
 
@@ -116,10 +119,30 @@ def test_leads_page_paginates(manager_user, tenant):
 
 def test_lead_detail_shows_history_and_is_walled(manager_user, other_manager_user, tenant):
     lead = _at_risk(tenant)
+    now = timezone.now()
+    for days, score, tier, version in ((3, 0.3, "low", "v6"), (1, 0.9, "critical", "v7")):
+        at = now - dt.timedelta(days=days)
+        RiskAssessment.objects.create(
+            tenant=tenant,
+            lead=lead,
+            kind="daily",
+            assessed_at=at,
+            day=at.date(),
+            score=score,
+            tier=tier,
+            previous_tier="low",
+            model_version=version,
+            reasons=[],
+        )
+    Lead.objects.filter(pk=lead.pk).update(
+        risk_model_version="v7", risk_reasons=[{"factor": "silence", "text": "silent 9 days"}]
+    )
     response = _client(manager_user).get(f"/leads/{lead.id}/")
     assert response.status_code == 200
-    assert response.context["history"][-1]["model_version"] == "v7"
+    history = response.context["history"]
+    assert [(h["score"], h["model_version"]) for h in history] == [(0.3, "v6"), (0.9, "v7")]
     assert response.context["model_version"] == "v7"
+    assert response.context["reasons"][0]["text"] == "silent 9 days"
     assert _client(other_manager_user).get(f"/leads/{lead.id}/").status_code == 404
 
 

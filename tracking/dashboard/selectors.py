@@ -10,6 +10,7 @@ from django.db.models import Count, Max, Q, QuerySet
 from django.utils import timezone
 
 from churnapp.models import Agent, Lead, LeadActivity, RiskTier, Tenant
+from churnapp.risk_selectors import lead_risk_history
 from interventions.models import OPEN_STATUSES, Escalation, EscalationStatus, Intervention
 from interventions.selectors import escalation_queue
 from notifications.models import Message
@@ -48,11 +49,10 @@ def _latest_reasons(tenant_id: int, lead_ids: list[int]) -> dict[int, dict]:
 
 
 def _lead_reasons(lead: Lead, latest: dict | None) -> list[dict]:
-    # Scoring keeps the current reasons on the lead once it lands; until then the last
-    # tier change in the lifecycle log carries them.
-    reasons = getattr(lead, "risk_reasons", None)
-    if reasons:
-        return list(reasons)
+    # Scoring keeps the current reasons on the lead; a lead scored before it did has
+    # them only in its last tier change.
+    if lead.risk_reasons:
+        return list(lead.risk_reasons)
     return list((latest or {}).get("reasons") or [])
 
 
@@ -260,33 +260,17 @@ def filter_choices(*, tenant: Tenant) -> dict:
 
 
 def risk_history(*, lead: Lead, limit: int = 200) -> list[dict]:
-    """Scores over time with the model version that produced them: the RiskAssessment
-    rows once scoring keeps them, else the tier changes of the lifecycle log."""
-    related = getattr(lead, "risk_assessments", None)
-    if related is not None:
-        rows = list(related.order_by("-assessed_at")[:limit])
-        return [
-            {
-                "at": r.assessed_at.isoformat(),
-                "score": r.score,
-                "tier": r.tier,
-                "model_version": r.model_version,
-            }
-            for r in reversed(rows)
-        ]
-    events = list(
-        TrackingEvent.objects.filter(
-            tenant_id=lead.tenant_id, lead_id=lead.id, kind=EventKind.TIER_CHANGED
-        ).order_by("-id")[:limit]
-    )
+    """Scores over time with the model version that produced each (scoring's assessments:
+    tier changes and one daily snapshot per lead)."""
+    rows = list(lead_risk_history(lead=lead, limit=limit))
     return [
         {
-            "at": e.occurred_at.isoformat(),
-            "score": e.data.get("score"),
-            "tier": e.data.get("new_tier"),
-            "model_version": e.data.get("model_version") or "",
+            "at": r.assessed_at.isoformat(),
+            "score": r.score,
+            "tier": r.tier,
+            "model_version": r.model_version,
         }
-        for e in reversed(events)
+        for r in reversed(rows)
     ]
 
 
