@@ -161,33 +161,42 @@ def test_manager_sees_the_overview_with_its_charts(
 def test_activity_through_the_api_shows_the_intervention_live(
     daphne_server, browser, tenant, manager_user, celery_worker, caplog
 ):
-    # given: the manager's overview open and live
+    # given: the manager's overview open and live, and a lead the CRM knows for months
     _policy(tenant)
-    lead = LeadFactory(tenant=tenant, assigned_agent=manager_user.agent)
+    lead = LeadFactory(
+        tenant=tenant,
+        assigned_agent=manager_user.agent,
+        crm_created_at=timezone.now() - dt.timedelta(days=90),
+    )
     page = _login(browser(), daphne_server, "maya")
     _, key = api_key_create(tenant=tenant, name="crm")
+    auth = {"Authorization": f"Api-Key {key}"}
 
-    # when: the CRM posts the lead's activity and the lead's risk rises into stage 1
+    # when: the CRM posts the lead's activity (replies that stopped 16 days ago) and asks
+    # for a score: the real scoring (rules model without a trained one) raises the tier
+    last = timezone.now() - dt.timedelta(days=16)
     response = requests.post(
         f"{daphne_server.url}/api/activities/bulk/",
         json={
             "items": [
                 {
                     "lead_external_id": lead.external_id,
-                    "kind": "email_outbound",
-                    "occurred_at": (timezone.now() - dt.timedelta(days=12)).isoformat(),
+                    "kind": "email_reply",
+                    "occurred_at": (last - dt.timedelta(days=d)).isoformat(),
                     "source_event_id": f"evt-{uuid.uuid4()}",
-                    "direction": "outbound",
-                    "channel": "email",
                 }
+                for d in range(0, 30, 3)
             ]
         },
-        headers={"Authorization": f"Api-Key {key}"},
+        headers=auth,
         timeout=30,
     )
     assert response.status_code == 201, response.text
-    # Scoring is not in this branch yet: raise the tier as its rescoring would.
-    _raise_risk(lead, RiskTier.EARLY_WARNING)
+    scored = requests.post(
+        f"{daphne_server.url}/api/leads/{lead.id}/score", headers=auth, timeout=30
+    )
+    assert scored.status_code == 200, scored.text
+    assert scored.json()["tier"] == RiskTier.EARLY_WARNING
 
     # then: without a reload, the feed shows the new intervention, then the worker's send
     feed_item(page, "intervention_started", lead.id).wait_for()
