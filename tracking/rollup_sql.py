@@ -95,9 +95,11 @@ def hist_from_buckets(bucket_column: str) -> str:
     return f"ARRAY[{cells}]::int[]"
 
 
-def hist_sum(column: str) -> str:
-    """An aggregate adding histogram arrays element-wise (empty arrays count as zeros)."""
-    cells = ", ".join(f"COALESCE(sum({column}[{b + 1}]), 0)" for b in range(BUCKETS))
+def hist_sum(column: str, where: str = "") -> str:
+    """An aggregate adding histogram arrays element-wise (empty arrays count as zeros),
+    over the rows matching `where` when given."""
+    only = f" FILTER (WHERE {where})" if where else ""
+    cells = ", ".join(f"COALESCE(sum({column}[{b + 1}]){only}, 0)" for b in range(BUCKETS))
     return f"ARRAY[{cells}]::bigint[]"
 
 
@@ -124,8 +126,12 @@ def intervention_rollup_select() -> str:
                          WHERE s.intervention_id = i.id AND s.status = 'requested'
                          ORDER BY s.position LIMIT 1), '') AS channel
         FROM {iv} i
-        JOIN {lead} l ON l.id = i.lead_id
-        LEFT JOIN {variant} v ON v.id = i.variant_id
+        -- LIMIT 1 keeps these per-row index lookups: a day has few interventions, and
+        -- a hash join would read every lead of the tenant.
+        CROSS JOIN LATERAL (SELECT source, budget, pipeline_stage FROM {lead}
+                            WHERE id = i.lead_id LIMIT 1) l
+        LEFT JOIN LATERAL (SELECT key FROM {variant} WHERE id = i.variant_id LIMIT 1) v
+            ON true
         WHERE i.tenant_id = %(tenant)s
           AND ((i.planned_at >= %(start)s AND i.planned_at < %(end)s)
                OR (i.resolved_at >= %(start)s AND i.resolved_at < %(end)s))
@@ -221,7 +227,12 @@ def breakdown_select(source_sql: str) -> str:
         "(" + ", ".join(("day", "is_holdout", *dims)) + ")" for dims in BREAKDOWNS.values()
     )
     sums = ", ".join(f"sum({c})::int AS {c}" for c in INTERVENTION_COUNTS)
-    hists = ", ".join(f"{hist_sum(h)}::int[] AS {h}" for h in INTERVENTION_HISTOGRAMS)
+    # Latencies are reported overall only: other breakdowns keep empty histograms.
+    overall = mask(BREAKDOWNS["overall"])
+    hists = ", ".join(
+        f"CASE WHEN {grouping} = {overall} THEN {hist_sum(h)}::int[] ELSE '{{}}'::int[] END AS {h}"
+        for h in INTERVENTION_HISTOGRAMS
+    )
     return f"""
     SELECT day, CASE {grouping} {dimension} END AS dimension,
            CASE WHEN GROUPING(stage) = 0 THEN stage END AS stage,

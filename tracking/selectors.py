@@ -171,7 +171,9 @@ def _intervention_groups(tenant_id: int, period: Period) -> dict[str, list[dict]
         live = breakdown_select(intervention_rollup_select())
         facts += f" UNION ALL SELECT {cols} FROM ({live}) live WHERE day = ANY(%(missing)s)"
     sums = ", ".join(f"sum({c})::bigint AS {c}" for c in INTERVENTION_COUNTS)
-    hists = ", ".join(f"{hist_sum(h)} AS {h}" for h in INTERVENTION_HISTOGRAMS)
+    # Only the overall rows carry latency histograms (see breakdown_select).
+    overall_only = "dimension = 'overall'"
+    hists = ", ".join(f"{hist_sum(h, where=overall_only)} AS {h}" for h in INTERVENTION_HISTOGRAMS)
     sql = (
         f"SELECT dimension, stage, value, is_holdout, {sums}, {hists} FROM ({facts}) f "
         "GROUP BY dimension, stage, value, is_holdout"

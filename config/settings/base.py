@@ -328,6 +328,20 @@ CELERY_BEAT_SCHEDULE["interventions-escalation-sla"] = {
     "schedule": env.float("ESCALATION_SLA_CHECK_EVERY_SECONDS", default=60.0),
 }
 
+# --- Risk scoring: hourly batch rescore (fans out per tenant and chunk), weekly retrain.
+from celery.schedules import crontab  # noqa: E402
+
+CELERY_BEAT_SCHEDULE["churnapp.rescore_all_tenants"] = {
+    "task": "churnapp.rescore_all_tenants",
+    "schedule": crontab(minute=5),
+    "options": {"queue": "scoring"},
+}
+CELERY_BEAT_SCHEDULE["churnapp.retrain_all_tenants"] = {
+    "task": "churnapp.retrain_all_tenants",
+    "schedule": crontab(minute=30, hour=3, day_of_week="sun"),
+    "options": {"queue": "scoring"},
+}
+
 # --- Tracking -------------------------------------------------------------------------
 # Raw lifecycle events are purged after this many days (a tenant's TrackingSettings row
 # overrides it); the daily rollups are kept and answer analytics over old periods.
@@ -354,8 +368,6 @@ SPECTACULAR_SETTINGS["ENUM_NAME_OVERRIDES"]["TrackingEventKindEnum"] = "tracking
 SPECTACULAR_SETTINGS["ENUM_NAME_OVERRIDES"]["ActivityKindEnum"] = "churnapp.models.ActivityKind"
 # The original brief's goals, shown beside measured values and never used in a calculation.
 TRACKING_BRIEF_TARGETS = {"churn_rate_before": 0.35, "churn_rate_goal": 0.20}
-from celery.schedules import crontab  # noqa: E402
-
 CELERY_BEAT_SCHEDULE["tracking-daily"] = {
     "task": "tracking.daily",
     "schedule": crontab(hour=0, minute=env.int("TRACKING_DAILY_MINUTE", default=30)),
@@ -366,17 +378,3 @@ CELERY_BEAT_SCHEDULE["tracking-daily"] = {
 # Seconds between heartbeats on /ws/tracking/; an event announced by one heartbeat and
 # not delivered by the next makes the consumer close with "resync" (the page catches up).
 TRACKING_WS_HEARTBEAT_SECONDS = env.float("TRACKING_WS_HEARTBEAT_SECONDS", default=15.0)
-
-# --- Risk scoring: hourly batch rescore (fans out per tenant and chunk), weekly retrain.
-from celery.schedules import crontab  # noqa: E402
-
-CELERY_BEAT_SCHEDULE["churnapp.rescore_all_tenants"] = {
-    "task": "churnapp.rescore_all_tenants",
-    "schedule": crontab(minute=5),
-    "options": {"queue": "scoring"},
-}
-CELERY_BEAT_SCHEDULE["churnapp.retrain_all_tenants"] = {
-    "task": "churnapp.retrain_all_tenants",
-    "schedule": crontab(minute=30, hour=3, day_of_week="sun"),
-    "options": {"queue": "scoring"},
-}
