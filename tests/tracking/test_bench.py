@@ -156,6 +156,7 @@ def test_bench_analytics_over_a_million_interventions(transactional_db):
     )
     rolled = time.perf_counter() - started
     _sql("ANALYZE tracking_interventiondailyrollup")
+    _sql("ANALYZE tracking_interventiondailybreakdown")
     _sql("ANALYZE tracking_messagedailyrollup")
     with connection.cursor() as cursor:
         cursor.execute(

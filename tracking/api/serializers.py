@@ -79,7 +79,7 @@ class EventOut(serializers.ModelSerializer):
 
 
 class EventsAfterIn(serializers.Serializer):
-    after_id = serializers.IntegerField(min_value=0, default=0)
+    after_id = serializers.IntegerField(min_value=0, max_value=2**63 - 1, default=0)
     limit = serializers.IntegerField(min_value=1, max_value=1000, default=500)
 
 
@@ -110,12 +110,14 @@ class StageRateOut(SegmentRateOut):
 
 
 class ChannelRateOut(SegmentRateOut):
-    channel = serializers.CharField(help_text="The intervention's first channel ('' = none).")
+    channel = serializers.CharField(
+        allow_blank=True, help_text="The intervention's first channel ('' = none)."
+    )
 
 
 class VariantRateOut(RateOut):
     stage = serializers.IntegerField()
-    variant = serializers.CharField()
+    variant = serializers.CharField(allow_blank=True)
 
 
 class SegmentsOut(serializers.Serializer):
@@ -135,14 +137,14 @@ class SuccessRatesOut(serializers.Serializer):
 
 
 class PeriodOut(serializers.Serializer):
-    # "from" cannot be a Python attribute name; the key is set by to_representation.
     to = serializers.DateField()
     days = serializers.IntegerField()
     days_from_rollups = serializers.IntegerField()
     days_from_raw = serializers.IntegerField()
 
-    def to_representation(self, instance):
-        return {"from": instance["from"], **super().to_representation(instance)}
+
+# "from" is a Python keyword, so it cannot be a class attribute: declared here instead.
+PeriodOut._declared_fields = {"from": serializers.DateField(), **PeriodOut._declared_fields}
 
 
 class StageCountOut(serializers.Serializer):
@@ -151,12 +153,12 @@ class StageCountOut(serializers.Serializer):
 
 
 class ChannelCountOut(serializers.Serializer):
-    channel = serializers.CharField()
+    channel = serializers.CharField(allow_blank=True)
     started = serializers.IntegerField()
 
 
 class StageChannelCountOut(StageCountOut):
-    channel = serializers.CharField()
+    channel = serializers.CharField(allow_blank=True)
 
 
 class VolumeOut(serializers.Serializer):
@@ -290,7 +292,7 @@ class ImpactFiguresOut(serializers.Serializer):
 
 class CostLineOut(serializers.Serializer):
     channel = serializers.CharField()
-    provider = serializers.CharField()
+    provider = serializers.CharField(allow_blank=True)
     sent = serializers.IntegerField()
     cost = serializers.CharField()
     cost_reported_by_provider = serializers.IntegerField()
