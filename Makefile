@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint format bench clean
+.PHONY: install run test lint format bench clean test-browser
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -40,3 +40,9 @@ bench: install
 
 clean:
 	rm -rf $(VENV) .data
+
+# The dashboard in a real browser: Debian's Chromium (/usr/bin/chromium, install it with
+# `sudo apt-get install -y chromium`) driven by Playwright; screenshots land in
+# .data/test-artifacts/. Without Chromium these tests skip (under CI=true they fail).
+test-browser: install
+	$(BIN)/python -m config.services -- $(BIN)/python -m pytest tests/dashboard/test_browser.py $(PYTEST_ARGS)

@@ -21,6 +21,9 @@ urlpatterns = [
 # JSON 404s in the API's error format under /api/ (see churnapp.api.errors).
 handler404 = "churnapp.api.errors.not_found_view"
 
+# The live dashboard at the site root (tracking.dashboard), above the fallback below.
+urlpatterns += [path("", include("tracking.dashboard.urls"))]
+
 # Until the live dashboard exists, the site root leads to the admin. A dashboard route
 # for "" placed above this one takes precedence.
 urlpatterns += [path("", RedirectView.as_view(url="/admin/", permanent=False))]

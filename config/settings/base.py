@@ -342,6 +342,11 @@ CELERY_BEAT_SCHEDULE["churnapp.retrain_all_tenants"] = {
     "options": {"queue": "scoring"},
 }
 
+# --- Live dashboard -------------------------------------------------------------------
+# Seconds between heartbeats on /ws/tracking/; an event announced by one heartbeat and
+# not delivered by the next makes the consumer close with "resync" (the page catches up).
+TRACKING_WS_HEARTBEAT_SECONDS = env.float("TRACKING_WS_HEARTBEAT_SECONDS", default=15.0)
+
 # --- Operations: metrics, health, logs, queues (issue #11; see docs/scaling.md) ----------
 # The ops wiring (signal receivers feeding Prometheus, the admin health page) lives in config.
 INSTALLED_APPS += ["config.apps.OpsConfig"]
