@@ -1,0 +1,135 @@
+"""The one place the simulator names the system's entry points: beat jobs, scoring, model metrics and impact."""
+
+from __future__ import annotations
+
+import datetime as dt
+import importlib
+import math
+from dataclasses import dataclass
+
+from django.db import transaction
+from django.utils import timezone
+
+from churnapp.models import Lead, LeadStatus, RiskTier, Tenant
+from churnapp.signals import risk_assessed
+
+# Beat jobs the simulated clock fires, (task name, every N simulated hours). The same
+# names as config/settings CELERY_BEAT_SCHEDULE; a job whose app is not installed yet is
+# skipped (see `beat_due`).
+BEAT_JOBS: tuple[tuple[str, int], ...] = (
+    ("churnapp.rescore_all_tenants", 1),
+    ("interventions.evaluate_windows", 1),
+    ("interventions.escalation_sla_check", 1),
+    ("notifications.outbox_sweep", 1),
+    ("churnapp.webhook_sweep", 1),
+)
+
+# Stand-in tiers by days of silence, used only while churnapp's scorer is not installed
+# (branch `scoring`); they follow the rules scorer's main factor (days since inbound).
+SILENCE_TIERS: tuple[tuple[float, str], ...] = (
+    (12.0, RiskTier.CRITICAL),
+    (8.0, RiskTier.ACTIVE_RISK),
+    (4.0, RiskTier.EARLY_WARNING),
+    (0.0, RiskTier.LOW),
+)
+
+
+def scoring_installed() -> bool:
+    try:
+        importlib.import_module("churnapp.services.scoring")
+    except ImportError:
+        return False
+    return True
+
+
+def beat_due(app, hour: int) -> list[str]:
+    """The beat jobs due at this simulated hour whose tasks exist."""
+    return [name for name, every in BEAT_JOBS if hour % every == 0 and name in app.tasks]
+
+
+def silence_tiers_apply(*, tenant: Tenant) -> int:
+    """Stand-in scorer (only without churnapp.services.scoring): tier by days since the
+    lead's last inbound activity, sending `risk_assessed` on every tier change as the
+    scorer does. Returns the number of tier changes."""
+    now = timezone.now()
+    changes = 0
+    with transaction.atomic():
+        leads = list(
+            Lead.objects.select_for_update()
+            .filter(tenant=tenant, status=LeadStatus.ACTIVE, deleted_at__isnull=True)
+            .order_by("id")
+        )
+        for lead in leads:
+            last = lead.last_inbound_at or lead.crm_created_at or lead.created_at
+            days = (now - last).total_seconds() / 86400
+            tier = next(t for threshold, t in SILENCE_TIERS if days >= threshold)
+            score = 1 - math.exp(-days / 10)
+            previous = lead.risk_tier
+            lead.risk_score, lead.risk_scored_at = score, now
+            if tier != previous:
+                lead.risk_tier = tier
+            lead.save(update_fields=["risk_score", "risk_scored_at", "risk_tier"])
+            if tier != previous:
+                changes += 1
+                risk_assessed.send(
+                    sender=Lead,
+                    tenant_id=tenant.id,
+                    lead_id=lead.id,
+                    assessment_id=None,
+                    previous_tier=previous,
+                    new_tier=tier,
+                    score=score,
+                    model_version="sim-silence-stand-in",
+                    reasons=[
+                        {
+                            "factor": "days_since_inbound",
+                            "text": f"{days:.0f} days without a reply",
+                            "impact": score,
+                        }
+                    ],
+                    assessed_at=now,
+                )
+    return changes
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    version: str
+    algorithm: str
+    metrics: dict
+
+
+def model_info(*, tenant: Tenant) -> ModelInfo:
+    """The scorer in use for the tenant and its recorded validation metrics."""
+    if not scoring_installed():
+        return ModelInfo("sim-silence-stand-in", "days since inbound", {})
+    from churnapp.models import ChurnModel
+
+    model = (
+        ChurnModel.objects.filter(tenant=tenant, status="active").order_by("-created_at").first()
+    )
+    if model is None:
+        return ModelInfo("rules-v1", "rules (no trained model yet)", {})
+    return ModelInfo(model.version, model.algorithm, dict(model.metrics or {}))
+
+
+def model_train(*, tenant: Tenant) -> str:
+    """Train the tenant's model on what the system has seen so far (if scoring exists)."""
+    if not scoring_installed():
+        return "scoring not installed: stand-in scorer in use"
+    from churnapp.services.training import churn_model_train
+
+    return churn_model_train(tenant=tenant).message
+
+
+def tracking_impact(*, tenant: Tenant, since: dt.datetime, until: dt.datetime) -> dict | None:
+    """tracking's business-impact answer, when the tracking app provides one."""
+    try:
+        module = importlib.import_module("tracking.services.impact")
+    except ImportError:
+        return None
+    fn = getattr(module, "impact_compute", None) or getattr(module, "business_impact", None)
+    if fn is None:
+        return None
+    result = fn(tenant=tenant, since=since, until=until)
+    return result if isinstance(result, dict) else getattr(result, "__dict__", None)
