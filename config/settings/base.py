@@ -183,6 +183,11 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    "ENUM_NAME_OVERRIDES": {
+        "InterventionStatusEnum": "interventions.models.InterventionStatus",
+        "EscalationStatusEnum": "interventions.models.EscalationStatus",
+        "LeadStatusEnum": "churnapp.models.LeadStatus",
+    },
 }
 
 # --- GoHighLevel ------------------------------------------------------------------------

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 
 from django.db import transaction
-from django.db.models import Count, Max, Q
+from django.db.models import Count, F, Max, Q
 from django.utils import timezone
 
 from churnapp.exceptions import ConflictError
@@ -43,7 +43,7 @@ def escalation_manager_pick(*, intervention: Intervention) -> Agent | None:
             tenant_id=intervention.tenant_id, role=AgentRole.MANAGER, is_active=True
         )
         .annotate(last=Max("escalations__opened_at"), n=Count("escalations"))
-        .order_by("-last__isnull", "last", "n", "id")
+        .order_by(F("last").asc(nulls_first=True), "n", "id")
         .first()
     )
 
@@ -149,7 +149,7 @@ def escalations_check_sla(*, now: dt.datetime | None = None) -> int:
     count = 0
     with transaction.atomic():
         due = (
-            Escalation.objects.select_for_update(skip_locked=True)
+            Escalation.objects.select_for_update(skip_locked=True, of=("self",))
             .select_related("tenant", "lead", "intervention", "manager")
             .filter(Q(status=EscalationStatus.OPEN), sla_due_at__lt=now, breached_at__isnull=True)
             .order_by("sla_due_at", "id")[:500]

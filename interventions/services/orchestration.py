@@ -10,6 +10,7 @@ from collections.abc import Iterable
 from django.db import transaction
 from django.utils import timezone
 
+from churnapp.exceptions import ApplicationError
 from churnapp.models import ActivityKind, Lead, LeadActivity, LeadStatus, RiskTier
 from interventions.clock import quiet_hours_release, zone
 from interventions.models import (
@@ -105,7 +106,7 @@ def intervention_on_risk(
         return None
     # One lock per lead serializes concurrent assessments of the same lead.
     lead = (
-        Lead.objects.select_for_update()
+        Lead.objects.select_for_update(of=("self",))
         .select_related("tenant", "assigned_agent")
         .filter(pk=lead_id, tenant_id=tenant_id)
         .first()
@@ -256,23 +257,39 @@ def _plan_steps(
                 now, lead_zone, policy.quiet_hours_start, policy.quiet_hours_end
             )
             not_before = release if release > now else None
-        message = message_request(
-            tenant=lead.tenant,
-            channel=channel,
-            lead=lead,
-            agent=agent,
-            template_key=f"stage{intervention.stage}",
-            variant=intervention.variant.key if intervention.variant else "A",
-            context={
-                "stage": intervention.stage,
-                "reasons": reasons,
-                "episode": intervention.episode,
-            },
-            idempotency_key=f"iv:{lead.id}:{intervention.episode}:{intervention.stage}:{position}",
-            fallback_channels=list(step.get("fallback", [])),
-            not_before=not_before,
-            metadata={"intervention_id": intervention.id, "step": position},
-        )
+        try:
+            # A savepoint: a template or configuration problem skips this step with its
+            # reason instead of failing the assessment that triggered it.
+            with transaction.atomic():
+                message = message_request(
+                    tenant=lead.tenant,
+                    channel=channel,
+                    lead=lead,
+                    agent=agent,
+                    template_key=f"stage{intervention.stage}",
+                    variant=intervention.variant.key if intervention.variant else "A",
+                    context={
+                        "stage": intervention.stage,
+                        "risk_reasons": reasons,
+                        "episode": intervention.episode,
+                    },
+                    idempotency_key=f"iv:{lead.id}:{intervention.episode}:{intervention.stage}:{position}",
+                    fallback_channels=list(step.get("fallback", [])),
+                    not_before=not_before,
+                    metadata={"intervention_id": intervention.id, "step": position},
+                )
+        except ApplicationError as exc:
+            reason = f"cannot send: {exc.message}"[:200]
+            InterventionStep.objects.create(
+                intervention=intervention,
+                position=position,
+                channel=channel,
+                recipient=to,
+                status=StepStatus.SKIPPED,
+                skip_reason=reason,
+            )
+            _emit(intervention, "step_skipped", intervention.status, channel=channel, reason=reason)
+            continue
         InterventionStep.objects.create(
             intervention=intervention,
             position=position,
@@ -428,7 +445,7 @@ def interventions_evaluate_due(*, now: dt.datetime | None = None, limit: int = 5
     while done < limit:
         with transaction.atomic():
             intervention = (
-                Intervention.objects.select_for_update(skip_locked=True)
+                Intervention.objects.select_for_update(skip_locked=True, of=("self",))
                 .select_related("lead", "lead__tenant", "lead__assigned_agent", "policy")
                 .filter(status__in=OPEN_STATUSES, window_ends_at__lte=now)
                 .order_by("window_ends_at", "id")
@@ -459,7 +476,7 @@ def _evaluate(intervention: Intervention, now: dt.datetime) -> None:
     ):
         _resolve(intervention, Outcome.NO_RESPONSE, "silent through the window; escalating", now)
         _start(
-            lead=Lead.objects.select_for_update()
+            lead=Lead.objects.select_for_update(of=("self",))
             .select_related("tenant", "assigned_agent")
             .get(pk=lead.pk),
             policy=policy_ensure(tenant=lead.tenant),

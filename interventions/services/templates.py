@@ -15,6 +15,16 @@ from notifications.models import Template
 
 _REASON = "{% if risk_reasons %}{{ risk_reasons.0.text }}{% else %}it has been a while{% endif %}"
 
+# What orchestration passes besides lead, agent and tenant; templates are checked on
+# save against it.
+SAMPLE_CONTEXT = {
+    "stage": 2,
+    "episode": 1,
+    "risk_reasons": [{"factor": "reply_silence", "text": "no reply in 12 days", "impact": 0.2}],
+    "escalation_id": 1,
+    "sla_due_at": "2026-01-01T17:00:00+00:00",
+}
+
 DEFAULT_TEMPLATES: list[dict] = [
     {
         "key": "stage1",
@@ -22,13 +32,13 @@ DEFAULT_TEMPLATES: list[dict] = [
         "subject": "Still looking, {{ lead.first_name|default:'there' }}?",
         "body_text": (
             "Hi {{ lead.first_name|default:'there' }},\n\n"
-            "{{ agent.name|default:tenant.name }} here. I have a few new listings that fit "
+            "{% if agent %}{{ agent.name }}{% else %}{{ tenant.name }}{% endif %} here. I have a few new listings that fit "
             "what you told me you want. Want me to send them over?\n\n"
             "Unsubscribe: {{ unsubscribe_url }}"
         ),
         "body_html": (
             "<p>Hi {{ lead.first_name|default:'there' }},</p>"
-            "<p>{{ agent.name|default:tenant.name }} here. I have a few new listings that fit "
+            "<p>{% if agent %}{{ agent.name }}{% else %}{{ tenant.name }}{% endif %} here. I have a few new listings that fit "
             "what you told me you want. Want me to send them over?</p>"
             '<p><a href="{{ unsubscribe_url }}">Unsubscribe</a></p>'
         ),
@@ -36,13 +46,13 @@ DEFAULT_TEMPLATES: list[dict] = [
     {
         "key": "stage1",
         "channel": "sms",
-        "body_text": "Hi {{ lead.first_name|default:'there' }}, {{ agent.name|default:tenant.name }} "
+        "body_text": "Hi {{ lead.first_name|default:'there' }}, {% if agent %}{{ agent.name }}{% else %}{{ tenant.name }}{% endif %} "
         "here. New listings in your range this week. Want a quick list?",
     },
     {
         "key": "stage2",
         "channel": "sms",
-        "body_text": "{{ lead.first_name|default:'Hi' }}, it's {{ agent.name|default:tenant.name }}. "
+        "body_text": "{{ lead.first_name|default:'Hi' }}, it's {% if agent %}{{ agent.name }}{% else %}{{ tenant.name }}{% endif %}. "
         "Can I help with your home search? A 10-minute call this week?",
     },
     {
@@ -51,13 +61,13 @@ DEFAULT_TEMPLATES: list[dict] = [
         "subject": "A quick call about your search?",
         "body_text": (
             "Hi {{ lead.first_name|default:'there' }},\n\nI'd love to hear where your search "
-            "stands. Reply with a time that suits you.\n\n{{ agent.name|default:tenant.name }}\n\n"
+            "stands. Reply with a time that suits you.\n\n{% if agent %}{{ agent.name }}{% else %}{{ tenant.name }}{% endif %}\n\n"
             "Unsubscribe: {{ unsubscribe_url }}"
         ),
         "body_html": (
             "<p>Hi {{ lead.first_name|default:'there' }},</p><p>I'd love to hear where your "
             "search stands. Reply with a time that suits you.</p>"
-            "<p>{{ agent.name|default:tenant.name }}</p>"
+            "<p>{% if agent %}{{ agent.name }}{% else %}{{ tenant.name }}{% endif %}</p>"
             '<p><a href="{{ unsubscribe_url }}">Unsubscribe</a></p>'
         ),
     },
@@ -76,7 +86,7 @@ DEFAULT_TEMPLATES: list[dict] = [
     {
         "key": "stage3",
         "channel": "sms",
-        "body_text": "{{ lead.first_name|default:'Hi' }}, {{ agent.name|default:tenant.name }} here. "
+        "body_text": "{{ lead.first_name|default:'Hi' }}, {% if agent %}{{ agent.name }}{% else %}{{ tenant.name }}{% endif %} here. "
         "Still interested in buying? Reply YES and I'll call you today.",
     },
     {
@@ -118,7 +128,7 @@ def templates_ensure(*, tenant: Tenant) -> int:
     for spec in DEFAULT_TEMPLATES:
         if (spec["channel"], spec["key"]) in have:
             continue
-        template = Template(tenant=tenant, variant="A", **spec)
+        template = Template(tenant=tenant, variant="A", sample_context=SAMPLE_CONTEXT, **spec)
         template.full_clean()
         template.save()
         created += 1
