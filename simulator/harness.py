@@ -89,6 +89,7 @@ class Simulation:
         self._saved_settings: dict = {}
         self._webhook_seq = 0
         self._locmem_seen = 0
+        self._wire: dict[str, dict] = {}  # GHL message id -> the request body it came in
         self.worker = None
         self.runtime_seconds = 0.0
         self.ticks = 0
@@ -106,7 +107,10 @@ class Simulation:
         )
         overrides = {
             "GHL_WEBHOOK_ED25519_PUBLIC_KEY": pem,
-            "NOTIFICATIONS_RATE_LIMITS": {"ghl": "100000 per 1 second", "twilio": "100000 per 1 second"},
+            "NOTIFICATIONS_RATE_LIMITS": {
+                "ghl": "100000 per 1 second",
+                "twilio": "100000 per 1 second",
+            },
         }
         for name, value in overrides.items():
             self._saved_settings[name] = getattr(settings, name, None)
@@ -182,7 +186,7 @@ class Simulation:
         body = json.dumps(
             {
                 "locationId": self.tenant.ghl_location_id,
-                "webhookId": f"sim-wh-{self.config.seed}-{self._webhook_seq}",
+                "webhookId": f"sim-wh-{self.tenant.slug}-{self.config.seed}-{self._webhook_seq}",
                 "timestamp": timezone.now().isoformat().replace("+00:00", "Z"),
                 **payload,
             }
@@ -261,13 +265,16 @@ class Simulation:
         """Messages that reached the world since the last look, oldest first."""
         received = self.endpoint.take()
         ids = [r.provider_id for r in received]
+        self._wire.update({r.provider_id: r.body for r in received})
         messages = list(
             Message.objects.filter(tenant=self.tenant, provider_message_id__in=ids).select_related(
                 "lead"
             )
         )
         # Workflow adds carry no message id of GHL's: they are ours, "workflow:<id>:<contact>".
-        workflow_ids = [f"workflow:{r.provider_id}:{r.contact_id}" for r in received if r.kind == "workflow"]
+        workflow_ids = [
+            f"workflow:{r.provider_id}:{r.contact_id}" for r in received if r.kind == "workflow"
+        ]
         if workflow_ids:
             messages += list(
                 Message.objects.filter(
@@ -335,9 +342,11 @@ class Simulation:
                     "status": "bounced" if reaction.bounced else "delivered",
                 }
             )
+        wire = self._wire.pop(message.provider_message_id, {})
         if message.channel == "email" and reaction.opened:
+            html = str(wire.get("html") or "")
             for pattern, hit in ((_OPEN, True), (_CLICK, reaction.clicked)):
-                found = pattern.search(message.body_html or "")
+                found = pattern.search(html)
                 if hit and found:
                     prefix = "/t/o/" if pattern is _OPEN else "/t/c/"
                     response = self.client.get(prefix + found.group(1))
@@ -356,12 +365,17 @@ class Simulation:
         self.endpoint.start()
         self._settings_apply()
         locmem.outbox.clear()
+        pipeline.tasks_load(app)
         self.worker = ClockWorker(app, list(settings.CELERY_QUEUE_NAMES))
         self.worker.purge()
         history_start = cfg.start - dt.timedelta(days=cfg.history_days)
         traveller = time_machine.travel(history_start, tick=False)
         clock = traveller.start()
         bar = _progress(hours, cfg.progress)
+        # Thousands of task runs per simulated day: keep the per-task success lines out.
+        trace_log = logging.getLogger("celery.app.trace")
+        trace_level = trace_log.level
+        trace_log.setLevel(logging.WARNING)
         try:
             self._tenant_setup()
             self._leads_post()
@@ -380,6 +394,7 @@ class Simulation:
                 bar.update(1)
         finally:
             bar.close()
+            trace_log.setLevel(trace_level)
             traveller.stop()
             self._settings_restore()
             self.endpoint.stop()
@@ -390,7 +405,7 @@ class Simulation:
     def _beat(self, hour: int) -> None:
         from config.celery import app
 
-        due = pipeline.beat_due(app, hour)
+        due = pipeline.beat_due(app, hour, self.config.start + dt.timedelta(hours=hour))
         if "churnapp.rescore_all_tenants" not in app.tasks:
             pipeline.silence_tiers_apply(tenant=self.tenant)
         for name in due:

@@ -13,16 +13,54 @@ from django.utils import timezone
 from churnapp.models import Lead, LeadStatus, RiskTier, Tenant
 from churnapp.signals import risk_assessed
 
-# Beat jobs the simulated clock fires, (task name, every N simulated hours). The same
-# names as config/settings CELERY_BEAT_SCHEDULE; a job whose app is not installed yet is
-# skipped (see `beat_due`).
-BEAT_JOBS: tuple[tuple[str, int], ...] = (
-    ("churnapp.rescore_all_tenants", 1),
-    ("interventions.evaluate_windows", 1),
-    ("interventions.escalation_sla_check", 1),
-    ("notifications.outbox_sweep", 1),
-    ("churnapp.webhook_sweep", 1),
-)
+# The beat schedule is settings.CELERY_BEAT_SCHEDULE, as beat reads it; the simulated
+# clock ticks hourly, so a job of period P seconds runs every max(1, P/3600) ticks and a
+# crontab job at the hours it matches (minutes are below the tick).
+ALWAYS_EACH_TICK = ("churnapp.rescore_all_tenants",)
+
+
+def tasks_load(app) -> None:
+    """Register every app's tasks (Celery discovers them lazily)."""
+    from django.apps import apps
+
+    for config in apps.get_app_configs():
+        try:
+            importlib.import_module(f"{config.name}.tasks")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"{config.name}.tasks":
+                raise
+
+
+def _crontab_matches(schedule, when: dt.datetime) -> bool:
+    return (
+        when.hour in schedule.hour
+        and (when.isoweekday() % 7) in schedule.day_of_week
+        and when.day in schedule.day_of_month
+        and when.month in schedule.month_of_year
+    )
+
+
+def beat_due(app, hour: int, when: dt.datetime) -> list[str]:
+    """The tasks beat would have started in the simulated hour ending at `when`."""
+    from django.conf import settings
+
+    due = []
+    for entry in settings.CELERY_BEAT_SCHEDULE.values():
+        name, schedule = entry["task"], entry["schedule"]
+        if name not in app.tasks:
+            continue
+        if isinstance(schedule, int | float | dt.timedelta):
+            seconds = schedule.total_seconds() if isinstance(schedule, dt.timedelta) else schedule
+            every = max(1, round(seconds / 3600))
+            ok = hour % every == 0
+        elif hasattr(schedule, "hour") and hasattr(schedule, "day_of_week"):
+            ok = _crontab_matches(schedule, when)
+        else:
+            ok = True
+        if ok or name in ALWAYS_EACH_TICK:
+            due.append(name)
+    return sorted(set(due))
+
 
 # Stand-in tiers by days of silence, used only while churnapp's scorer is not installed
 # (branch `scoring`); they follow the rules scorer's main factor (days since inbound).
@@ -42,11 +80,6 @@ def scoring_installed() -> bool:
     return True
 
 
-def beat_due(app, hour: int) -> list[str]:
-    """The beat jobs due at this simulated hour whose tasks exist."""
-    return [name for name, every in BEAT_JOBS if hour % every == 0 and name in app.tasks]
-
-
 def silence_tiers_apply(*, tenant: Tenant) -> int:
     """Stand-in scorer (only without churnapp.services.scoring): tier by days since the
     lead's last inbound activity, sending `risk_assessed` on every tier change as the
@@ -58,6 +91,7 @@ def silence_tiers_apply(*, tenant: Tenant) -> int:
             Lead.objects.select_for_update()
             .filter(tenant=tenant, status=LeadStatus.ACTIVE, deleted_at__isnull=True)
             .order_by("id")
+            .only("id", "risk_tier", "last_inbound_at", "crm_created_at", "created_at")
         )
         for lead in leads:
             last = lead.last_inbound_at or lead.crm_created_at or lead.created_at
@@ -65,30 +99,29 @@ def silence_tiers_apply(*, tenant: Tenant) -> int:
             tier = next(t for threshold, t in SILENCE_TIERS if days >= threshold)
             score = 1 - math.exp(-days / 10)
             previous = lead.risk_tier
-            lead.risk_score, lead.risk_scored_at = score, now
-            if tier != previous:
-                lead.risk_tier = tier
+            if tier == previous:
+                continue
+            lead.risk_score, lead.risk_scored_at, lead.risk_tier = score, now, tier
             lead.save(update_fields=["risk_score", "risk_scored_at", "risk_tier"])
-            if tier != previous:
-                changes += 1
-                risk_assessed.send(
-                    sender=Lead,
-                    tenant_id=tenant.id,
-                    lead_id=lead.id,
-                    assessment_id=None,
-                    previous_tier=previous,
-                    new_tier=tier,
-                    score=score,
-                    model_version="sim-silence-stand-in",
-                    reasons=[
-                        {
-                            "factor": "days_since_inbound",
-                            "text": f"{days:.0f} days without a reply",
-                            "impact": score,
-                        }
-                    ],
-                    assessed_at=now,
-                )
+            changes += 1
+            risk_assessed.send(
+                sender=Lead,
+                tenant_id=tenant.id,
+                lead_id=lead.id,
+                assessment_id=None,
+                previous_tier=previous,
+                new_tier=tier,
+                score=score,
+                model_version="sim-silence-stand-in",
+                reasons=[
+                    {
+                        "factor": "days_since_inbound",
+                        "text": f"{days:.0f} days without a reply",
+                        "impact": score,
+                    }
+                ],
+                assessed_at=now,
+            )
     return changes
 
 

@@ -72,6 +72,10 @@ TIMEZONES: tuple[tuple[str, float], ...] = (
     ("America/Denver", 0.10),
     ("America/Los_Angeles", 0.25),
 )
+AREA_CODES = (
+    "202", "212", "213", "305", "312", "303", "404", "415", "512", "617", "702", "713",
+    "206", "214", "267", "310", "402", "503", "602", "614", "646", "702", "718", "720",
+)  # fmt: skip
 FIRST_NAMES = ("Ava", "Ben", "Cara", "Dev", "Eli", "Fay", "Gus", "Hana", "Ivan", "Jo", "Kai", "Lea")
 LAST_NAMES = ("Adams", "Baker", "Chen", "Diaz", "Evans", "Fox", "Garcia", "Hill", "Ito", "Jones")
 
@@ -213,7 +217,8 @@ def lead_profile(seed: int, index: int, params: WorldParams) -> LeadProfile:
         first_name=first,
         last_name=last,
         email=f"{first.lower()}.{last.lower()}.{index}@sim.example",
-        phone=f"+1555{(seed * 7919 + index) % 10_000_000:07d}",
+        # Fictional numbers (555-0100..0199, reserved for fiction), many area codes.
+        phone=f"+1{AREA_CODES[(index // 100) % len(AREA_CODES)]}55501{index % 100:02d}",
         timezone=tz,
         source=source,
         intent=intent,
@@ -257,6 +262,7 @@ class World:
         self._by_lead: dict[int, list[Delivery]] = {}
         self.responses = 0
         self.stops = 0
+        self.stop_events: list[Event] = []
 
     # --- time ----------------------------------------------------------------------------
     def at(self, hour: int) -> dt.datetime:
@@ -386,16 +392,16 @@ class World:
         elif channel == "sms" and rng.random() < self.params.sms_opt_out_rate:
             reaction.stopped = True
             self.stops += 1
-            self._pending.setdefault(lead, []).append(
-                Event(
-                    lead=lead,
-                    kind=SMS_INBOUND,
-                    at=self._minute(rng, self.hour),
-                    event_id=f"sim:{self.seed}:{lead}:{self.hour}:stop:{message_ref}",
-                    via="sms_reply",
-                    body="STOP",
-                )
+            stop = Event(
+                lead=lead,
+                kind=SMS_INBOUND,
+                at=self._minute(rng, self.hour),
+                event_id=f"sim:{self.seed}:{lead}:{self.hour}:stop:{message_ref}",
+                via="sms_reply",
+                body="STOP",
             )
+            self.stop_events.append(stop)
+            self._pending.setdefault(lead, []).append(stop)
         return reaction
 
     def deliveries_of(self, lead: int) -> list[Delivery]:
