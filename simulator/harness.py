@@ -92,6 +92,7 @@ class Simulation:
         self._wire: dict[str, dict] = {}  # GHL message id -> the request body it came in
         self.worker = None
         self.runtime_seconds = 0.0
+        self.phase_seconds: dict[str, float] = {}
         self.ticks = 0
 
     # --- setup --------------------------------------------------------------------------------
@@ -382,14 +383,20 @@ class Simulation:
             clock.move_to(cfg.start)
             self.events_post(self.world.backfill(cfg.history_days * 24))
             self.worker.drain()
+            self.phase_seconds["setup_and_history"] = time.monotonic() - started
             for hour in range(hours):
+                mark = time.monotonic()
                 events = self.world.step()
                 clock.move_to(cfg.start + dt.timedelta(hours=hour + 1))
+                mark = self._phase("world", mark)
                 self.events_post(events)
                 self.worker.drain()
+                mark = self._phase("leads_to_system", mark)
                 self._beat(hour + 1)
                 self.worker.drain()
+                mark = self._phase("beat_jobs", mark)
                 self.deliveries_handle()
+                self._phase("sends_to_world", mark)
                 self.ticks += 1
                 bar.update(1)
         finally:
@@ -402,12 +409,19 @@ class Simulation:
         self.runtime_seconds = time.monotonic() - started
         return self
 
+    def _phase(self, name: str, mark: float) -> float:
+        now = time.monotonic()
+        self.phase_seconds[name] = self.phase_seconds.get(name, 0.0) + now - mark
+        return now
+
     def _beat(self, hour: int) -> None:
         from config.celery import app
 
         due = pipeline.beat_due(app, hour, self.config.start + dt.timedelta(hours=hour))
         if "churnapp.rescore_all_tenants" not in app.tasks:
+            mark = time.monotonic()
             pipeline.silence_tiers_apply(tenant=self.tenant)
+            self._phase("stand_in_scoring", mark)
         for name in due:
             app.tasks[name].apply_async()
 

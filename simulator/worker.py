@@ -6,6 +6,7 @@ import datetime as dt
 import heapq
 import itertools
 import logging
+import time
 from dataclasses import dataclass, field
 
 from django.utils import timezone
@@ -19,6 +20,7 @@ class DrainStats:
     failed: int = 0
     held: int = 0
     by_task: dict[str, int] = field(default_factory=dict)
+    seconds_by_task: dict[str, float] = field(default_factory=dict)
     failures: list[str] = field(default_factory=list)
 
 
@@ -47,8 +49,17 @@ class ClockWorker:
             q.close()
         self._conn.release()
 
-    def _next(self):
+    def _nonempty(self) -> list[str]:
+        """Queues holding messages, from one pipelined LLEN round trip (polling each queue
+        with a GET costs a round trip per queue per poll)."""
+        client = self._conn.default_channel.client
+        pipe = client.pipeline()
         for name in self.queues:
+            pipe.llen(name)
+        return [name for name, n in zip(self.queues, pipe.execute(), strict=True) if n]
+
+    def _next(self):
+        for name in self._nonempty():
             try:
                 return self._simple[name].get(block=False)
             except self._simple[name].Empty:
@@ -95,7 +106,10 @@ class ClockWorker:
             self.stats.failed += 1
             self.stats.failures.append(f"{name}: not registered")
             return
+        started = time.monotonic()
         result = task.apply(args=args, kwargs=kwargs, task_id=task_id)
+        spent = time.monotonic() - started
+        self.stats.seconds_by_task[name] = self.stats.seconds_by_task.get(name, 0.0) + spent
         self.stats.executed += 1
         if result.failed():
             self.stats.failed += 1
