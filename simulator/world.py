@@ -329,7 +329,11 @@ class World:
         return []
 
     def _event(self, i: int, kind: str, at: dt.datetime, h: int, **extra) -> Event:
-        return Event(lead=i, kind=kind, at=at, event_id=f"sim:{self.seed}:{i}:{h}:{kind}", **extra)
+        return Event(lead=i, kind=kind, at=at, event_id=f"{self._id_hour(i, h)}:{kind}", **extra)
+
+    def _id_hour(self, lead: int, hour: int) -> str:
+        # Absolute hours: the history and the run number their hours from different starts.
+        return f"sim:{self.seed}:{lead}:{int(self.at(hour).timestamp()) // 3600}"
 
     def backfill(self, hours: int) -> list[Event]:
         """History before the run: plays `hours` hours ending at `start` and returns their
@@ -383,7 +387,7 @@ class World:
                     lead=lead,
                     kind=kind,
                     at=when,
-                    event_id=f"sim:{self.seed}:{lead}:{self.hour}:answer:{channel}:{message_ref}",
+                    event_id=f"{self._id_hour(lead, self.hour)}:answer:{channel}:{message_ref}",
                     via=via,
                     body=body,
                     detail={"answer_to": channel, "stage": stage},
@@ -396,7 +400,7 @@ class World:
                 lead=lead,
                 kind=SMS_INBOUND,
                 at=self._minute(rng, self.hour),
-                event_id=f"sim:{self.seed}:{lead}:{self.hour}:stop:{message_ref}",
+                event_id=f"{self._id_hour(lead, self.hour)}:stop:{message_ref}",
                 via="sms_reply",
                 body="STOP",
             )
