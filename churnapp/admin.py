@@ -76,7 +76,16 @@ class AgentForm(forms.ModelForm):
 @admin.register(Agent)
 class AgentAdmin(TenantScopedAdmin):
     form = AgentForm
-    list_display = ("name", "role", "email", "phone", "ghl_user_id", "is_active", "tenant")
+    list_display = (
+        "name",
+        "role",
+        "manager",
+        "email",
+        "phone",
+        "ghl_user_id",
+        "is_active",
+        "tenant",
+    )
     list_filter = ("role", "is_active")
     search_fields = ("name", "email", "ghl_user_id")
     list_select_related = ("tenant",)
@@ -267,3 +276,6 @@ class WebhookEventAdmin(TenantScopedAdmin):
             webhook_event_reprocess(webhook_event=event)
             count += 1
         self.message_user(request, f"Queued {count} webhook event(s) for processing.")
+
+
+from churnapp import admin_scoring  # noqa: E402, F401  (risk scoring screens)

@@ -7,7 +7,7 @@ from decimal import Decimal
 from django.conf import settings
 from django.contrib.postgres.fields import ArrayField
 from django.db import models
-from django.db.models import Q
+from django.db.models import JSONField, Q, Value
 
 
 class Tenant(models.Model):
@@ -83,6 +83,15 @@ class Agent(models.Model):
     email = models.EmailField(blank=True, default="")
     phone = models.CharField(max_length=20, blank=True, default="", help_text="E.164")
     ghl_user_id = models.CharField(max_length=64, blank=True, default="")
+    manager = models.ForeignKey(
+        "self",
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="team",
+        limit_choices_to={"role": "manager"},
+        help_text="Who takes this agent's escalations (else round robin among managers).",
+    )
     is_active = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
@@ -157,6 +166,10 @@ class Lead(models.Model):
         max_length=16, choices=RiskTier.choices, default=RiskTier.UNSCORED, db_index=True
     )
     risk_scored_at = models.DateTimeField(null=True, blank=True)
+    # Written with the score by scoring: the top factors behind it and who produced it.
+    # Database defaults too, so bulk SQL inserts of leads elsewhere need not name them.
+    risk_reasons = models.JSONField(default=list, db_default=Value([], JSONField()), blank=True)
+    risk_model_version = models.CharField(max_length=64, blank=True, default="", db_default="")
 
     class Meta:
         constraints = [
@@ -307,3 +320,7 @@ class WebhookEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.provider}:{self.event_type}:{self.webhook_id}"
+
+
+# Risk scoring tables live in their own module; importing them here registers them.
+from churnapp.models_risk import *  # noqa: E402, F401, F403

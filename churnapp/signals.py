@@ -12,6 +12,8 @@ activity_ingested = Signal()
 # replies and STOP keywords: one signed front door serves every app.
 crm_message_received = Signal()
 
-# A lead's risk tier changed. kwargs: tenant_id, lead_id, assessment_id, previous_tier,
-# new_tier, score, model_version, reasons (list of {"factor", "text", "impact"}).
+# A lead's risk tier changed. Sent inside the scoring transaction (receivers' writes
+# join it), once per RiskAssessment row of kind "tier_change". kwargs: tenant_id: int,
+# lead_id: int, assessment_id: int, previous_tier: str, new_tier: str, score: float,
+# model_version: str, reasons: list[dict] ({"factor", "text", "impact"}, top three).
 risk_assessed = Signal()

@@ -195,7 +195,11 @@ def webhook_event_process(*, webhook_event_id: int) -> WebhookEvent | None:
 
     with transaction.atomic():
         event = (
-            WebhookEvent.objects.select_for_update(skip_locked=True)
+            # Lock only this row, and without KEY strength: a plain FOR UPDATE would also
+            # lock the joined tenant row, which every concurrent insert of a child row
+            # (the next webhook being stored) holds in KEY SHARE, so SKIP LOCKED would
+            # skip the event and leave it unprocessed until the sweeper.
+            WebhookEvent.objects.select_for_update(skip_locked=True, of=("self",), no_key=True)
             .select_related("tenant")
             .filter(pk=webhook_event_id)
             .first()

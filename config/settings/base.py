@@ -327,3 +327,17 @@ CELERY_BEAT_SCHEDULE["interventions-escalation-sla"] = {
     "task": "interventions.escalation_sla_check",
     "schedule": env.float("ESCALATION_SLA_CHECK_EVERY_SECONDS", default=60.0),
 }
+
+# --- Risk scoring: hourly batch rescore (fans out per tenant and chunk), weekly retrain.
+from celery.schedules import crontab  # noqa: E402
+
+CELERY_BEAT_SCHEDULE["churnapp.rescore_all_tenants"] = {
+    "task": "churnapp.rescore_all_tenants",
+    "schedule": crontab(minute=5),
+    "options": {"queue": "scoring"},
+}
+CELERY_BEAT_SCHEDULE["churnapp.retrain_all_tenants"] = {
+    "task": "churnapp.retrain_all_tenants",
+    "schedule": crontab(minute=30, hour=3, day_of_week="sun"),
+    "options": {"queue": "scoring"},
+}

@@ -149,7 +149,7 @@ def escalations_check_sla(*, now: dt.datetime | None = None) -> int:
     count = 0
     with transaction.atomic():
         due = (
-            Escalation.objects.select_for_update(skip_locked=True, of=("self",))
+            Escalation.objects.select_for_update(skip_locked=True, of=("self",), no_key=True)
             .select_related("tenant", "lead", "intervention", "manager")
             .filter(Q(status=EscalationStatus.OPEN), sla_due_at__lt=now, breached_at__isnull=True)
             .order_by("sla_due_at", "id")[:500]

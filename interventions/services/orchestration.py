@@ -12,6 +12,7 @@ from django.utils import timezone
 
 from churnapp.exceptions import ApplicationError
 from churnapp.models import ActivityKind, Lead, LeadActivity, LeadStatus, RiskTier
+from churnapp.services.intervention_history import lead_intervention_record
 from interventions.clock import quiet_hours_release, zone
 from interventions.models import (
     OPEN_STATUSES,
@@ -106,7 +107,7 @@ def intervention_on_risk(
         return None
     # One lock per lead serializes concurrent assessments of the same lead.
     lead = (
-        Lead.objects.select_for_update(of=("self",))
+        Lead.objects.select_for_update(of=("self",), no_key=True)
         .select_related("tenant", "assigned_agent")
         .filter(pk=lead_id, tenant_id=tenant_id)
         .first()
@@ -197,6 +198,7 @@ def _start(
         holdout=cohort.is_holdout,
         variant=getattr(variant, "key", None),
     )
+    _history(intervention, "started", now)
     if not cohort.is_holdout:
         requested = _plan_steps(intervention, lead, policy, stage_policy, reasons or [], now)
         if not requested:
@@ -307,6 +309,17 @@ def _plan_steps(
     return requested
 
 
+def _history(intervention: Intervention, outcome: str, at: dt.datetime) -> None:
+    """Tell churnapp, whose features read prior interventions and their outcomes."""
+    lead_intervention_record(
+        lead_id=intervention.lead_id,
+        stage=intervention.stage,
+        outcome=outcome,
+        at=at,
+        key=f"intervention:{intervention.id}:{outcome}",
+    )
+
+
 def _activate(intervention: Intervention, now: dt.datetime, reason: str = "") -> None:
     if intervention.status != InterventionStatus.PLANNED:
         return
@@ -333,6 +346,7 @@ def _resolve(intervention: Intervention, outcome: str, reason: str, now: dt.date
             variant_id=intervention.variant_id, success=outcome in SUCCESS_OUTCOMES
         )
     _emit(intervention, "resolved", previous_status, reason=reason)
+    _history(intervention, outcome, now)
     escalation = getattr(intervention, "escalation", None)
     if escalation is not None and outcome in SUCCESS_OUTCOMES:
         from interventions.services.escalations import escalation_close_on_outcome
@@ -445,7 +459,7 @@ def interventions_evaluate_due(*, now: dt.datetime | None = None, limit: int = 5
     while done < limit:
         with transaction.atomic():
             intervention = (
-                Intervention.objects.select_for_update(skip_locked=True, of=("self",))
+                Intervention.objects.select_for_update(skip_locked=True, of=("self",), no_key=True)
                 .select_related("lead", "lead__tenant", "lead__assigned_agent", "policy")
                 .filter(status__in=OPEN_STATUSES, window_ends_at__lte=now)
                 .order_by("window_ends_at", "id")
@@ -476,7 +490,7 @@ def _evaluate(intervention: Intervention, now: dt.datetime) -> None:
     ):
         _resolve(intervention, Outcome.NO_RESPONSE, "silent through the window; escalating", now)
         _start(
-            lead=Lead.objects.select_for_update(of=("self",))
+            lead=Lead.objects.select_for_update(of=("self",), no_key=True)
             .select_related("tenant", "assigned_agent")
             .get(pk=lead.pk),
             policy=policy_ensure(tenant=lead.tenant),

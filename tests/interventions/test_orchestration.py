@@ -196,3 +196,26 @@ def test_a_step_that_cannot_be_sent_is_skipped_with_why_and_the_rest_goes_on(lea
     assert "no active sms template 'stage2'" in steps["sms"].skip_reason
     assert steps["email"].status == steps["ghl_task"].status == StepStatus.REQUESTED
     assert "no reply in 12 days" in steps["ghl_task"].message.body_text
+
+
+def test_scoring_features_see_the_intervention_history(lead, policy, assess):
+    from churnapp.models import LeadInterventionEvent
+
+    assess(lead, "early_warning")
+    activities_ingest(
+        tenant=lead.tenant,
+        items=[ActivityInput(lead.external_id, "sms_inbound", timezone.now(), "r-9")],
+    )
+    rows = LeadInterventionEvent.objects.filter(lead=lead).order_by("occurred_at", "id")
+    assert [(r.stage, r.outcome) for r in rows] == [(1, "started"), (1, "re_engaged")]
+
+
+def test_escalation_goes_to_the_agents_own_manager(tenant, lead, policy, manager, assess):
+    from churnapp.factories import AgentFactory
+    from churnapp.models import AgentRole
+
+    own = AgentFactory(tenant=tenant, role=AgentRole.MANAGER, name="Own Manager")
+    lead.assigned_agent.manager = own
+    lead.assigned_agent.save()
+    assess(lead, "critical")
+    assert Escalation.objects.get(lead=lead).manager == own

@@ -1,0 +1,371 @@
+"""Scoring: features -> one vectorized predict -> bulk update of leads, tier-change and
+daily assessments, and `risk_assessed` for every tier change; batch runs and real time."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import time
+from dataclasses import dataclass
+
+import numpy as np
+from django.db import connection, transaction
+from django.db.models import F, Q
+from django.utils import timezone
+
+from churnapp import risk_selectors
+from churnapp.ml.features import RawFeatures, vectorize
+from churnapp.ml.model import Scorer, scores_with_reasons
+from churnapp.models import (
+    AssessmentKind,
+    Lead,
+    RiskAssessment,
+    ScoringChunk,
+    ScoringChunkStatus,
+    ScoringRun,
+    Tenant,
+)
+from churnapp.services.model_registry import scorer_for_tenant
+from churnapp.signals import risk_assessed
+
+logger = logging.getLogger(__name__)
+
+CHUNK_SIZE = 5000
+# A chunk claimed longer ago than this is presumed lost with its worker and may be
+# claimed again; well above the time one chunk takes.
+STALE_CLAIM = dt.timedelta(minutes=15)
+AGENT_HOURS_TTL = 300.0
+
+LEAD = Lead._meta.db_table
+ASSESSMENT = RiskAssessment._meta.db_table
+
+_agent_hours_cache: dict[int, tuple[float, dict[str, float]]] = {}
+
+
+@dataclass
+class ScoredLeads:
+    lead_ids: np.ndarray
+    scores: np.ndarray
+    tiers: list[str]
+    reasons: list[list[dict]]
+    model_version: str
+    as_of: dt.datetime
+    X: np.ndarray
+
+
+@dataclass
+class AppliedScores:
+    scored: int
+    tier_changes: int
+    assessment_ids: list[int]
+
+
+def scores_compute(
+    *, scorer: Scorer, raw: RawFeatures, thresholds, as_of: dt.datetime
+) -> ScoredLeads:
+    """Pure computation: the matrix, one predict_proba call, tiers and reasons."""
+    X = vectorize(raw, scorer.spec)
+    p, reasons = scores_with_reasons(scorer, X)
+    if len(p) and not np.all(np.isfinite(p)):
+        raise ValueError(f"{scorer.version} produced non-finite scores")
+    return ScoredLeads(
+        lead_ids=raw.lead_ids,
+        scores=p,
+        tiers=risk_selectors.tiers_for_scores(p, thresholds),
+        reasons=reasons,
+        model_version=scorer.version,
+        as_of=as_of,
+        X=X,
+    )
+
+
+def leads_score(
+    *,
+    tenant_id: int,
+    as_of: dt.datetime,
+    lead_ids: list[int] | None = None,
+    id_range: tuple[int, int] | None = None,
+    only_active: bool = True,
+    agent_response_hours: dict[str, float] | None = None,
+    scorer: Scorer | None = None,
+) -> ScoredLeads:
+    """Score leads as of an instant without writing anything (reports, the CLI)."""
+    scorer = scorer or scorer_for_tenant(tenant_id=tenant_id)
+    if agent_response_hours is None:
+        agent_response_hours = _agent_hours(tenant_id=tenant_id, as_of=as_of)
+    raw = risk_selectors.lead_features(
+        tenant_id=tenant_id,
+        as_of=as_of,
+        lead_ids=lead_ids,
+        id_range=id_range,
+        only_active=only_active,
+        agent_response_hours=agent_response_hours,
+    )
+    thresholds = risk_selectors.tenant_thresholds(tenant_id=tenant_id)
+    return scores_compute(scorer=scorer, raw=raw, thresholds=thresholds, as_of=as_of)
+
+
+def _agent_hours(*, tenant_id: int, as_of: dt.datetime, fresh: bool = False) -> dict[str, float]:
+    """Agent responsiveness changes slowly and costs a tenant-wide scan, so the real-time
+    path reuses the latest batch run's figures (computed once per hourly run); only a
+    tenant that never had a run computes them here, cached for minutes."""
+    if not fresh:
+        cached = _agent_hours_cache.get(tenant_id)
+        if cached and time.monotonic() - cached[0] < AGENT_HOURS_TTL:
+            return cached[1]
+        last = (
+            ScoringRun.objects.filter(tenant_id=tenant_id, as_of__lte=as_of)
+            .order_by("-slot")
+            .values_list("agent_response_hours", "as_of")
+            .first()
+        )
+        if last:  # from the past, so no leak; at most a run old
+            _agent_hours_cache[tenant_id] = (time.monotonic(), last[0])
+            return last[0]
+    hours = risk_selectors.agent_response_hours(tenant_id=tenant_id, as_of=as_of)
+    _agent_hours_cache[tenant_id] = (time.monotonic(), hours)
+    return hours
+
+
+@transaction.atomic
+def scores_apply(
+    *, tenant_id: int, scored: ScoredLeads, run: ScoringRun | None = None
+) -> AppliedScores:
+    """Write scores in bulk: one UPDATE (rows locked in id order) that returns each
+    lead's previous tier, one INSERT of the tier-change assessments, one INSERT of the
+    daily snapshots (at most one per lead per day), then `risk_assessed` per change.
+    A score older than the lead's current one is not written (batch vs real time)."""
+    if len(scored.lead_ids) == 0:
+        return AppliedScores(0, 0, [])
+    ids = [int(i) for i in scored.lead_ids]
+    scores = [float(s) for s in scored.scores]
+    reasons = [json.dumps(r) for r in scored.reasons]
+    as_of = scored.as_of
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""
+            WITH v AS (
+                SELECT * FROM unnest(%(ids)s::bigint[], %(scores)s::float8[], %(tiers)s::text[],
+                                     %(reasons)s::text[])
+                    AS v(id, score, tier, reasons)
+            ), old AS (
+                SELECT l.id, l.risk_tier, l.risk_scored_at FROM {LEAD} l JOIN v ON v.id = l.id
+                WHERE l.tenant_id = %(tenant)s
+                  AND (l.risk_scored_at IS NULL OR l.risk_scored_at <= %(as_of)s)
+                ORDER BY l.id FOR UPDATE OF l
+            )
+            UPDATE {LEAD} l SET risk_score = v.score, risk_tier = v.tier, risk_scored_at = %(as_of)s,
+                risk_reasons = v.reasons::jsonb, risk_model_version = %(version)s
+            FROM v JOIN old ON old.id = v.id
+            WHERE l.id = v.id
+            RETURNING l.id, old.risk_tier, old.risk_scored_at
+            """,
+            {
+                "ids": ids,
+                "scores": scores,
+                "tiers": scored.tiers,
+                "tenant": tenant_id,
+                "as_of": as_of,
+                "reasons": reasons,
+                "version": scored.model_version,
+            },
+        )
+        returned = cursor.fetchall()
+        previous = {lead_id: tier for lead_id, tier, _at in returned}
+        position = {lead_id: i for i, lead_id in enumerate(ids)}
+        changed = [
+            lead_id for lead_id, old in previous.items() if old != scored.tiers[position[lead_id]]
+        ]
+        changed.sort()
+        day = timezone.localdate(as_of, dt.UTC)
+        common = {
+            "tenant": tenant_id,
+            "as_of": as_of,
+            "day": day,
+            "version": scored.model_version,
+            "run": run.pk if run else None,
+        }
+        assessment_ids: list[int] = []
+        if changed:
+            idx = [position[c] for c in changed]
+            cursor.execute(
+                f"""
+                INSERT INTO {ASSESSMENT} (tenant_id, lead_id, kind, assessed_at, day, score, tier,
+                    previous_tier, model_version, reasons, run_id)
+                SELECT %(tenant)s, v.id, %(kind)s, %(as_of)s, %(day)s, v.score, v.tier, v.prev,
+                       %(version)s, v.reasons::jsonb, %(run)s
+                FROM unnest(%(ids)s::bigint[], %(scores)s::float8[], %(tiers)s::text[],
+                            %(prev)s::text[], %(reasons)s::text[])
+                    AS v(id, score, tier, prev, reasons)
+                ORDER BY v.id
+                RETURNING id, lead_id
+                """,
+                {
+                    **common,
+                    "kind": AssessmentKind.TIER_CHANGE,
+                    "ids": changed,
+                    "scores": [scores[i] for i in idx],
+                    "tiers": [scored.tiers[i] for i in idx],
+                    "prev": [previous[c] for c in changed],
+                    "reasons": [reasons[i] for i in idx],
+                },
+            )
+            by_lead = {lead_id: pk for pk, lead_id in cursor.fetchall()}
+            assessment_ids = [by_lead[c] for c in changed]
+        # A lead scored earlier today already has today's snapshot (every score writes
+        # one if missing), so hourly runs after the first insert none.
+        day_start = dt.datetime.combine(day, dt.time(0), tzinfo=dt.UTC)
+        written = sorted(lead_id for lead_id, _tier, at in returned if at is None or at < day_start)
+        widx = [position[w] for w in written]
+        if written:
+            cursor.execute(
+                f"""
+            INSERT INTO {ASSESSMENT} (tenant_id, lead_id, kind, assessed_at, day, score, tier,
+                previous_tier, model_version, reasons, run_id)
+            SELECT %(tenant)s, v.id, %(kind)s, %(as_of)s, %(day)s, v.score, v.tier, v.prev,
+                   %(version)s, v.reasons::jsonb, %(run)s
+            FROM unnest(%(ids)s::bigint[], %(scores)s::float8[], %(tiers)s::text[],
+                        %(prev)s::text[], %(reasons)s::text[])
+                AS v(id, score, tier, prev, reasons)
+            ON CONFLICT (lead_id, day) WHERE kind = 'daily' DO NOTHING
+            """,
+                {
+                    **common,
+                    "kind": AssessmentKind.DAILY,
+                    "ids": written,
+                    "scores": [scores[i] for i in widx],
+                    "tiers": [scored.tiers[i] for i in widx],
+                    "prev": [previous[w] for w in written],
+                    "reasons": [reasons[i] for i in widx],
+                },
+            )
+        if not changed:
+            # Nothing a receiver acts on was written: a score lost to a crash in the next
+            # few milliseconds is recomputed by the next run, so skip the WAL flush wait.
+            cursor.execute("SET LOCAL synchronous_commit TO OFF")
+    for lead_id, assessment_id in zip(changed, assessment_ids, strict=True):
+        i = position[lead_id]
+        risk_assessed.send(
+            sender=RiskAssessment,
+            tenant_id=tenant_id,
+            lead_id=lead_id,
+            assessment_id=assessment_id,
+            previous_tier=previous[lead_id],
+            new_tier=scored.tiers[i],
+            score=scores[i],
+            model_version=scored.model_version,
+            reasons=scored.reasons[i],
+        )
+    return AppliedScores(len(previous), len(changed), assessment_ids)
+
+
+def leads_rescore(
+    *, tenant_id: int, lead_ids: list[int], as_of: dt.datetime | None = None
+) -> AppliedScores:
+    """Real-time rescore of a few leads: one feature query, one predict, one write."""
+    as_of = as_of or timezone.now()
+    scored = leads_score(tenant_id=tenant_id, as_of=as_of, lead_ids=lead_ids)
+    return scores_apply(tenant_id=tenant_id, scored=scored)
+
+
+# --- Batch runs -------------------------------------------------------------------------
+
+
+def slot_for(instant: dt.datetime) -> dt.datetime:
+    return instant.astimezone(dt.UTC).replace(minute=0, second=0, microsecond=0)
+
+
+def scoring_run_start(
+    *, tenant_id: int, slot: dt.datetime, chunk_size: int = CHUNK_SIZE
+) -> tuple[ScoringRun, bool]:
+    """Create the run for (tenant, slot) and its chunks, once. A second call for the same
+    slot returns the existing run and `False`: the caller enqueues nothing. A model that
+    cannot be loaded fails the run before it exists (and is recorded on the model)."""
+    # Loaded outside the transaction, so a refused artifact's load_error is kept.
+    scorer = scorer_for_tenant(tenant_id=tenant_id)
+    return _scoring_run_create(
+        tenant_id=tenant_id, slot=slot, chunk_size=chunk_size, model_version=scorer.version
+    )
+
+
+@transaction.atomic
+def _scoring_run_create(
+    *, tenant_id: int, slot: dt.datetime, chunk_size: int, model_version: str
+) -> tuple[ScoringRun, bool]:
+    as_of = timezone.now()
+    run, created = ScoringRun.objects.get_or_create(
+        tenant_id=tenant_id,
+        slot=slot,
+        defaults={"as_of": as_of, "model_version": model_version},
+    )
+    if not created:
+        return run, False
+    run.agent_response_hours = risk_selectors.agent_response_hours(tenant_id=tenant_id, as_of=as_of)
+    ids = risk_selectors.tenant_lead_ids(tenant_id=tenant_id, only_active=True)
+    chunks = [
+        ScoringChunk(run=run, index=i, first_lead_id=int(part[0]), last_lead_id=int(part[-1]))
+        for i, part in enumerate(
+            ids[start : start + chunk_size] for start in range(0, len(ids), chunk_size)
+        )
+    ]
+    ScoringChunk.objects.bulk_create(chunks)
+    run.chunks_total = len(chunks)
+    if not chunks:
+        run.finished_at = timezone.now()
+    run.save(update_fields=["agent_response_hours", "chunks_total", "finished_at"])
+    return run, True
+
+
+def scoring_chunk_claim(*, chunk_id: int) -> bool:
+    """Claim a pending chunk (or one whose claim went stale). False: someone has it."""
+    now = timezone.now()
+    return bool(
+        ScoringChunk.objects.filter(pk=chunk_id)
+        .filter(
+            Q(status=ScoringChunkStatus.PENDING)
+            | Q(status=ScoringChunkStatus.FAILED)
+            | Q(status=ScoringChunkStatus.RUNNING, claimed_at__lt=now - STALE_CLAIM)
+        )
+        .update(status=ScoringChunkStatus.RUNNING, claimed_at=now)
+    )
+
+
+def scoring_chunk_process(*, chunk_id: int) -> AppliedScores | None:
+    """Score one claimed chunk: one feature query, one predict, one bulk write. Returns
+    None when another worker holds or finished the chunk (a repeated delivery)."""
+    if not scoring_chunk_claim(chunk_id=chunk_id):
+        return None
+    chunk = ScoringChunk.objects.select_related("run").get(pk=chunk_id)
+    run = chunk.run
+    try:
+        scored = leads_score(
+            tenant_id=run.tenant_id,
+            as_of=run.as_of,
+            id_range=(chunk.first_lead_id, chunk.last_lead_id),
+            agent_response_hours=run.agent_response_hours,
+        )
+        with transaction.atomic():
+            applied = scores_apply(tenant_id=run.tenant_id, scored=scored, run=run)
+            ScoringChunk.objects.filter(pk=chunk.pk).update(
+                status=ScoringChunkStatus.DONE, done_at=timezone.now(), leads_scored=applied.scored
+            )
+            ScoringRun.objects.filter(pk=run.pk).update(
+                chunks_done=F("chunks_done") + 1,
+                leads_scored=F("leads_scored") + applied.scored,
+                tier_changes=F("tier_changes") + applied.tier_changes,
+            )
+            ScoringRun.objects.filter(pk=run.pk, chunks_done=F("chunks_total")).update(
+                finished_at=timezone.now()
+            )
+    except Exception as exc:
+        ScoringChunk.objects.filter(pk=chunk.pk).update(
+            status=ScoringChunkStatus.FAILED, error=f"{type(exc).__name__}: {exc}"
+        )
+        ScoringRun.objects.filter(pk=run.pk).update(error=f"chunk {chunk.index}: {exc}")
+        raise
+    return applied
+
+
+def tenants_to_score() -> list[int]:
+    return list(Tenant.objects.filter(is_active=True).order_by("id").values_list("id", flat=True))
