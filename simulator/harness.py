@@ -423,7 +423,7 @@ class Simulation:
             pipeline.silence_tiers_apply(tenant=self.tenant)
             self._phase("stand_in_scoring", mark)
         for name in due:
-            app.tasks[name].apply_async()
+            pipeline.beat_publish(app, name, tenant=self.tenant)
 
 
 def channel_configs_point_at(*, tenant: Tenant, endpoint: WorldEndpoint) -> None:

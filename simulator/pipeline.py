@@ -17,6 +17,9 @@ from churnapp.signals import risk_assessed
 # clock ticks hourly, so a job of period P seconds runs every max(1, P/3600) ticks and a
 # crontab job at the hours it matches (minutes are below the tick).
 ALWAYS_EACH_TICK = ("churnapp.rescore_all_tenants",)
+# Fan-out jobs that would touch every tenant; the simulation publishes the per-tenant
+# task they fan out to, for its own tenant only.
+PER_TENANT = {"churnapp.rescore_all_tenants", "churnapp.retrain_all_tenants"}
 
 
 def tasks_load(app) -> None:
@@ -78,6 +81,31 @@ def scoring_installed() -> bool:
     except ImportError:
         return False
     return True
+
+
+def beat_publish(app, name: str, *, tenant: Tenant) -> None:
+    """Publish one beat job as beat does; fan-out jobs as their per-tenant task."""
+    if name == "churnapp.rescore_all_tenants":
+        from churnapp.services.scoring import slot_for
+
+        app.tasks["churnapp.rescore_tenant"].delay(tenant.id, slot_for(timezone.now()).isoformat())
+    elif name == "churnapp.retrain_all_tenants":
+        app.tasks["churnapp.retrain_tenant"].delay(tenant.id)
+    else:
+        app.tasks[name].apply_async()
+
+
+def other_live_tenants(*, tenant_slug: str) -> list[str]:
+    """Active tenants besides the simulated one that hold open work the global beat jobs
+    (window evaluation, sweeps, SLA checks) would move along with the simulated clock."""
+    from interventions.models import OPEN_STATUSES, Intervention
+
+    return sorted(
+        Tenant.objects.filter(is_active=True)
+        .exclude(slug=tenant_slug)
+        .filter(id__in=Intervention.objects.filter(status__in=OPEN_STATUSES).values("tenant_id"))
+        .values_list("slug", flat=True)
+    )
 
 
 def silence_tiers_apply(*, tenant: Tenant) -> int:

@@ -9,6 +9,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from simulator.analysis import report_build
 from simulator.harness import DEFAULT_START, SimConfig, Simulation
+from simulator.pipeline import other_live_tenants
 from simulator.report import markdown, report_write
 
 
@@ -35,6 +36,12 @@ class Command(BaseCommand):
             "--start", default=DEFAULT_START.date().isoformat(), help="Simulated start date (UTC)."
         )
         parser.add_argument("--no-progress", action="store_true")
+        parser.add_argument(
+            "--shared-db",
+            action="store_true",
+            help="Run even though other tenants have open interventions: the global beat "
+            "jobs would move their windows along with the simulated clock.",
+        )
 
     def handle(self, *args, **options) -> None:
         if options["leads"] < 1 or options["days"] < 1:
@@ -46,6 +53,13 @@ class Command(BaseCommand):
         except ValueError as exc:
             raise CommandError(f"--start: {exc}") from exc
         slug = options["tenant"] or f"sim-{options['seed']}-{options['leads']}"
+        others = other_live_tenants(tenant_slug=slug)
+        if others and not options["shared_db"]:
+            raise CommandError(
+                "other tenants have open interventions in this database "
+                f"({', '.join(others[:5])}); the simulated clock would resolve their windows "
+                "too. Use a dedicated database (DATABASE_URL) or pass --shared-db."
+            )
         config = SimConfig(
             leads=options["leads"],
             days=options["days"],
