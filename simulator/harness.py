@@ -426,9 +426,12 @@ class Simulation:
             pipeline.beat_publish(app, name, tenant=self.tenant)
 
 
-def channel_configs_point_at(*, tenant: Tenant, endpoint: WorldEndpoint) -> None:
+def channel_configs_point_at(
+    *, tenant: Tenant, endpoint: WorldEndpoint, agent_alerts: bool = True
+) -> None:
     """The tenant's GHL channels send to the world's endpoint; agent alerts go to the
-    in-process alert screen (locmem) the simulated agents watch."""
+    in-process alert screen (locmem) the simulated agents watch, unless `agent_alerts` is
+    False (the demo keeps them on the real dashboard)."""
     ghl = {
         "sms": "notifications.backends.ghl.GhlSmsBackend",
         "email": "notifications.backends.ghl.GhlEmailBackend",
@@ -443,6 +446,8 @@ def channel_configs_point_at(*, tenant: Tenant, endpoint: WorldEndpoint) -> None
             channel=channel,
             defaults={"backend": backend, "options": {**options, **extra}, "is_active": True},
         )
+    if not agent_alerts:
+        return
     ChannelConfig.objects.update_or_create(
         tenant=tenant,
         channel="agent_alert",

@@ -25,7 +25,9 @@ from simulator.world import WorldParams
 
 # Faster lives than the defaults (shorter active spells), so a short run holds many
 # at-risk episodes: more interventions per simulated day, same mechanics.
-CI_PARAMS = WorldParams(dormancy_hazard=1 / (24 * 4), revival_hazard=1 / (24 * 10))
+CI_PARAMS = WorldParams(
+    dormancy_hazard=1 / (24 * 3), revival_hazard=1 / (24 * 8), initial_dormant_share=0.1
+)
 
 
 def _run(seed: int, leads: int, days: int, slug: str) -> Simulation:
@@ -49,7 +51,7 @@ def sim_settings(settings):
 
 @pytest.mark.django_db(transaction=True, reset_sequences=True)
 def test_measured_impact_agrees_with_the_worlds_truth(sim_settings, tmp_path):
-    sim = _run(seed=7, leads=120, days=12, slug="ci-sim")
+    sim = _run(seed=7, leads=160, days=12, slug="ci-sim")
     report = report_build(sim)
 
     # Everything went through the front doors without a refusal or a failed task.
@@ -59,13 +61,16 @@ def test_measured_impact_agrees_with_the_worlds_truth(sim_settings, tmp_path):
     assert v["deliveries_seen_by_world"] > 50 and v["tracking_hits"] > 0
     assert v["world_answers"] > 10
 
+    # Stage 1 is the randomized comparison (both arms enter it the same way): its 95%
+    # interval of the measured lift covers the world's true lift.
     stage1 = report.stages[1]
-    assert stage1.treated.n >= 25 and stage1.holdout.n >= 25
-    # The 95% interval of the measured lift covers the world's true lift, and the
-    # treatment works: the interval lies above zero.
+    assert stage1.treated.n >= 15 and stage1.holdout.n >= 15
     d, lo, hi = stage1.lift
     assert lo <= stage1.true_lift <= hi, (d, lo, hi, stage1.true_lift)
     assert stage1.true_lift > 0.05
+    # The strong stage-3 agent call is detected: its interval lies above zero.
+    stage3 = report.stages[3]
+    assert stage3.true_lift > 0.2 and stage3.lift[1] > 0
     # Every stage's success rates sit within sampling error of the true rates.
     for stage in report.stages.values():
         for arm in (stage.treated, stage.holdout):
