@@ -85,6 +85,7 @@ def test_measured_impact_agrees_with_the_worlds_truth(sim_settings, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3600)
 @pytest.mark.django_db(transaction=True, reset_sequences=True)
 def test_intervals_cover_the_truth_at_their_nominal_rate(sim_settings):
     """Calibration over seeds: the 95% intervals of every stage's lift cover the true
