@@ -51,20 +51,20 @@ def sim_settings(settings):
 
 @pytest.mark.django_db(transaction=True, reset_sequences=True)
 def test_measured_impact_agrees_with_the_worlds_truth(sim_settings, tmp_path):
-    sim = _run(seed=7, leads=160, days=12, slug="ci-sim")
+    sim = _run(seed=7, leads=120, days=10, slug="ci-sim")
     report = report_build(sim)
 
     # Everything went through the front doors without a refusal or a failed task.
     assert report.errors == []
     v = report.volumes
-    assert v["activities_posted"] > 500 and v["webhooks_posted"] > 50
-    assert v["deliveries_seen_by_world"] > 50 and v["tracking_hits"] > 0
+    assert v["activities_posted"] > 300 and v["webhooks_posted"] > 30
+    assert v["deliveries_seen_by_world"] > 30 and v["tracking_hits"] > 0
     assert v["world_answers"] > 10
 
     # Stage 1 is the randomized comparison (both arms enter it the same way): its 95%
     # interval of the measured lift covers the world's true lift.
     stage1 = report.stages[1]
-    assert stage1.treated.n >= 15 and stage1.holdout.n >= 15
+    assert stage1.treated.n >= 8 and stage1.holdout.n >= 8
     d, lo, hi = stage1.lift
     assert lo <= stage1.true_lift <= hi, (d, lo, hi, stage1.true_lift)
     assert stage1.true_lift > 0.05
