@@ -63,7 +63,9 @@ def markdown(report: Report, charts: list[str] | None = None) -> str:
         lines += [
             "",
             f"{truncated} interventions ended before their window (the risk rose to the next "
-            "stage, or the lead opted out); they are judged on the span they ran.",
+            "stage, or the lead opted out); they are judged on the span they ran. Their truth "
+            "is approximate: a success ends an intervention before any rise could, so a "
+            "successful one is credited its full window.",
         ]
     c = r.churn
     lines += [
