@@ -65,16 +65,21 @@ class LiveSimulation(Simulation):
         pending = []
         next_hour = self.world.at(self.world.hour)
         while hours is None or time.monotonic() - started < hours * 3600:
-            now = timezone.now()
-            if now >= next_hour:
-                pending += self.world.step()
-                next_hour = self.world.at(self.world.hour)
-            due = [e for e in pending if e.at <= now]
-            if due:
-                pending = [e for e in pending if e.at > now]
-                self.events_post(due)
-            for message in self._arrivals():
-                self._react(message)
+            try:
+                now = timezone.now()
+                if now >= next_hour:
+                    pending += self.world.step()
+                    next_hour = self.world.at(self.world.hour)
+                due = [e for e in pending if e.at <= now]
+                if due:
+                    pending = [e for e in pending if e.at > now]
+                    self.events_post(due)
+                for message in self._arrivals():
+                    self._react(message)
+            except Exception:
+                # A demo world that stops on a database blip would leave the dashboard
+                # still; log it and carry on with the next poll.
+                log.exception("demo simulation: one step failed; going on")
             time.sleep(poll_seconds)
 
     def close(self) -> None:
