@@ -36,6 +36,16 @@ return 0
 """
 
 
+def lock_redis_url(broker_url: str) -> str:
+    """The Redis holding the lock: the broker when it is Redis, else settings.REDIS_URL
+    (a RabbitMQ broker has no keys to hold it in)."""
+    if broker_url.startswith(("redis://", "rediss://", "redis+socket://", "unix://")):
+        return broker_url
+    from django.conf import settings
+
+    return settings.REDIS_URL
+
+
 def redis_client(url: str) -> redis.Redis:
     # kombu's socket transport spells a Unix socket differently from redis-py.
     if url.startswith("redis+socket://"):

@@ -16,6 +16,9 @@ app.autodiscover_tasks()
 
 log = logging.getLogger(__name__)
 
+# Beat tick and worker heartbeats (celery signal receivers; Django is imported lazily).
+import config.heartbeat  # noqa: E402, F401
+
 
 @app.task(name="system.ping", queue="default")
 def ping() -> str:
@@ -26,9 +29,9 @@ def ping() -> str:
 @beat_init.connect
 def hold_beat_lock(sender=None, **kwargs) -> None:
     """Refuse to start a second beat against the same broker: it would double every job."""
-    from config.beat_lock import BeatLock
+    from config.beat_lock import BeatLock, lock_redis_url
 
-    lock = BeatLock(app.conf.broker_url)
+    lock = BeatLock(lock_redis_url(app.conf.broker_url))
     if not lock.acquire():
         # SystemExit passes through Celery's signal dispatch (which logs Exceptions).
         raise SystemExit(

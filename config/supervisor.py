@@ -18,6 +18,7 @@ import contextlib
 import ctypes
 import fcntl
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -43,6 +44,12 @@ def default_data_dir() -> Path:
     from django.conf import settings
 
     return Path(settings.DATA_DIR)
+
+
+def _lock_url(env: dict[str, str]) -> str:
+    """Where the beat lock lives: the broker when it is Redis, else REDIS_URL (RabbitMQ)."""
+    broker = env.get("CELERY_BROKER_URL") or env["REDIS_URL"]
+    return broker if broker.startswith(("redis", "unix")) else env["REDIS_URL"]
 
 
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
@@ -209,6 +216,13 @@ class Supervisor:
         env["CHURN_DATA_DIR"] = str(self.data_dir)
         env.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.local")
         env["PYTHONUNBUFFERED"] = "1"
+        if not env.get("PROMETHEUS_MULTIPROC_DIR"):
+            # web, worker and beat write their series here; /metrics sums them. Emptied
+            # at each start: files of processes from an earlier run would count twice.
+            metrics_dir = self.data_dir / "prometheus"
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+            metrics_dir.mkdir(parents=True)
+            env["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
         for var in SERVICE_VARS:
             if var not in servers.env:
                 self._say(f"using {var} from the environment")
@@ -268,7 +282,7 @@ class Supervisor:
         ]
         from config.beat_lock import beat_lock_holder
 
-        holder = beat_lock_holder(env.get("CELERY_BROKER_URL") or env["REDIS_URL"])
+        holder = beat_lock_holder(_lock_url(env))
         if holder:
             self._say(
                 f"up: a Celery beat is already running against this Redis ({holder}); "

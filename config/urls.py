@@ -23,3 +23,14 @@ handler404 = "churnapp.api.errors.not_found_view"
 # Until the live dashboard exists, the site root leads to the admin. A dashboard route
 # for "" placed above this one takes precedence.
 urlpatterns += [path("", RedirectView.as_view(url="/admin/", permanent=False))]
+
+# Operations: probes, Prometheus and the admin health page (ahead of the admin's catch-all).
+from config.health import admin_health, healthz, readyz  # noqa: E402
+from config.metrics import metrics_view  # noqa: E402
+
+urlpatterns[:0] = [
+    path("healthz", healthz, name="healthz"),
+    path("readyz", readyz, name="readyz"),
+    path("metrics", metrics_view, name="metrics"),
+    path("admin/ops/health/", admin.site.admin_view(admin_health), name="ops-health"),
+]

@@ -12,7 +12,8 @@ import yaml
 from django.conf import settings
 
 ROOT = Path(settings.BASE_DIR)
-APP_SERVICES = ("migrate", "web", "worker", "beat")
+WORKERS = ("worker", "worker-scoring", "worker-sms", "worker-email", "worker-crm-realtime")
+APP_SERVICES = ("migrate", "web", *WORKERS, "beat")
 
 
 @pytest.fixture(scope="module")
@@ -36,25 +37,34 @@ def test_stack_has_every_service_and_one_image(compose):
 
 
 def test_long_running_services_have_healthchecks(compose):
-    for name in ("postgres", "redis", "web", "worker", "beat"):
-        assert compose["services"][name]["healthcheck"]["test"], name
+    for name, service in compose["services"].items():
+        if name != "migrate":
+            assert service["healthcheck"]["test"], name
 
 
 def test_app_services_wait_for_migrations_and_healthy_servers(compose):
     services = compose["services"]
     assert _command(services["migrate"])[-3:] == ["manage.py", "migrate", "--noinput"]
-    for name in ("web", "worker", "beat"):
+    for name in ("web", *WORKERS, "beat"):
         depends = services[name]["depends_on"]
         assert depends["migrate"]["condition"] == "service_completed_successfully"
         assert depends["postgres"]["condition"] == "service_healthy"
         assert depends["redis"]["condition"] == "service_healthy"
 
 
-def test_worker_consumes_every_queue_and_beat_uses_the_database_scheduler(compose):
+def test_workers_per_queue_cover_every_queue_once_and_beat_uses_the_database_scheduler(compose):
     services = compose["services"]
-    worker = _command(services["worker"])
-    queues = worker[worker.index("-Q") + 1].split(",")
+    queues = []
+    for name in WORKERS:
+        worker = _command(services[name])
+        assert worker[:4] == ["celery", "-A", "config", "worker"], name
+        queues += worker[worker.index("-Q") + 1].split(",")
+        # senders hold one task per process: a slow provider never sits on prefetched work
+        if {"sms", "email", "crm", "realtime"} & set(worker[worker.index("-Q") + 1].split(",")):
+            assert worker[worker.index("--prefetch-multiplier") + 1] == "1", name
     assert sorted(queues) == sorted(settings.CELERY_QUEUE_NAMES)
+    beats = [n for n, s in services.items() if "command" in s and "beat" in _command(s)[:4]]
+    assert beats == ["beat"]
 
     beat = _command(services["beat"])
     assert beat[:4] == ["celery", "-A", "config", "beat"]
@@ -123,13 +133,15 @@ def _interpolate(value: str, given: dict[str, str]) -> str:
     return re.sub(r"\$\{([A-Z0-9_]+)(:[-?])?([^}]*)\}", one, str(value))
 
 
-def test_production_settings_start_with_the_compose_environment(compose):
+def test_production_settings_start_with_the_compose_environment(compose, tmp_path):
     # given: the web service's environment, with a .env holding the two secrets
     dotenv = {"DJANGO_SECRET_KEY": "compose-test-secret", "GHL_WEBHOOK_ED25519_PUBLIC_KEY": "k"}
     environment = {
         key: _interpolate(value, dotenv)
         for key, value in compose["services"]["web"]["environment"].items()
     }
+    # the container's tmpfs for multiprocess metrics, here a temporary directory
+    environment["PROMETHEUS_MULTIPROC_DIR"] = str(tmp_path)
     env = {"PATH": os.environ["PATH"], **environment}
 
     # when: Django loads production settings and runs its system checks

@@ -9,7 +9,13 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from churnapp import selectors
-from churnapp.api.common import AwareDateTimeField, batch_items, error_responses, items_validate
+from churnapp.api.common import (
+    AwareDateTimeField,
+    UtcDateTimeFilter,
+    batch_items,
+    error_responses,
+    items_validate,
+)
 from churnapp.models import ActivityKind, Direction, LeadActivity
 from churnapp.services.activities import MAX_BATCH, ActivityInput, activities_ingest
 
@@ -100,8 +106,8 @@ class ActivityFilter(django_filters.FilterSet):
     lead = django_filters.NumberFilter(field_name="lead_id")
     lead_external_id = django_filters.CharFilter(field_name="lead__external_id")
     kind = django_filters.ChoiceFilter(choices=ActivityKind.choices)
-    occurred_since = django_filters.IsoDateTimeFilter(field_name="occurred_at", lookup_expr="gte")
-    occurred_before = django_filters.IsoDateTimeFilter(field_name="occurred_at", lookup_expr="lt")
+    occurred_since = UtcDateTimeFilter(field_name="occurred_at", lookup_expr="gte")
+    occurred_before = UtcDateTimeFilter(field_name="occurred_at", lookup_expr="lt")
 
     class Meta:
         model = LeadActivity

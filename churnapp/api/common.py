@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
+import django_filters
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 from drf_spectacular.utils import OpenApiResponse
@@ -19,10 +22,24 @@ class AwareDateTimeField(serializers.DateTimeField):
 
     def to_internal_value(self, value):
         if isinstance(value, str):
-            parsed = parse_datetime(value.strip())
+            try:
+                parsed = parse_datetime(value.strip())
+            except ValueError:  # well formed but impossible, e.g. minute 60
+                self.fail("invalid", format="ISO 8601")
             if parsed is not None and timezone.is_naive(parsed):
                 self.fail("naive")
         return super().to_internal_value(value)
+
+
+class UtcDateTimeFilter(django_filters.IsoDateTimeFilter):
+    """An ISO 8601 filter whose value reaches the database in UTC. Python accepts UTC
+    offsets up to +-24 h, PostgreSQL only up to +-15:59: sent as given, a legal but odd
+    offset would be a database error (a 500) instead of a plain comparison."""
+
+    def filter(self, qs, value):
+        if value is not None and not timezone.is_naive(value):
+            value = value.astimezone(dt.UTC)
+        return super().filter(qs, value)
 
 
 class ErrorBodySerializer(serializers.Serializer):

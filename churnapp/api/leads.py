@@ -12,6 +12,7 @@ from rest_framework.views import APIView
 from churnapp import selectors
 from churnapp.api.common import (
     AwareDateTimeField,
+    UtcDateTimeFilter,
     batch_items,
     error_responses,
     items_partition,
@@ -28,6 +29,8 @@ from churnapp.services.leads import (
 
 
 class LeadOutputSerializer(serializers.ModelSerializer):
+    # Not EmailField: many CRM contacts have no email, and "" is not a valid `format: email`.
+    email = serializers.CharField(read_only=True, help_text="Empty when the CRM has none.")
     assigned_agent_id = serializers.IntegerField(read_only=True, allow_null=True)
     assigned_agent_ghl_user_id = serializers.CharField(
         source="assigned_agent.ghl_user_id", read_only=True, allow_null=True, default=None
@@ -113,7 +116,7 @@ class LeadFilter(django_filters.FilterSet):
     assigned_agent = django_filters.NumberFilter(field_name="assigned_agent_id")
     assigned_agent_ghl_user_id = django_filters.CharFilter(field_name="assigned_agent__ghl_user_id")
     external_id = django_filters.CharFilter()
-    updated_since = django_filters.IsoDateTimeFilter(field_name="updated_at", lookup_expr="gte")
+    updated_since = UtcDateTimeFilter(field_name="updated_at", lookup_expr="gte")
     search = django_filters.CharFilter(
         method="filter_search", label="Words matched against name, email and external id."
     )

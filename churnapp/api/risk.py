@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.utils import timezone
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers
-from rest_framework.pagination import LimitOffsetPagination
+from rest_framework.generics import ListAPIView
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -102,7 +102,9 @@ class RiskLeadOutputSerializer(serializers.Serializer):
     reasons = ReasonSerializer(source="risk_reasons", many=True)
 
 
-class RiskLeadListApi(APIView):
+class RiskLeadListApi(ListAPIView):
+    serializer_class = RiskLeadOutputSerializer
+
     @extend_schema(
         operation_id="risk_leads_list",
         parameters=[
@@ -112,23 +114,26 @@ class RiskLeadListApi(APIView):
                 description="Comma-separated tiers: " + ", ".join(RiskTier.values),
             )
         ],
-        responses=RiskLeadOutputSerializer(many=True),
         summary="Active leads filtered by risk tier, riskiest first",
     )
-    def get(self, request):
-        tiers = [t for t in request.query_params.get("tier", "").split(",") if t]
+    def get(self, request, *args, **kwargs):
+        return super().get(request, *args, **kwargs)
+
+    def get_queryset(self):
+        if getattr(self, "swagger_fake_view", False):  # schema generation: no tenant
+            return Lead.objects.none()
+        tiers = [t for t in self.request.query_params.get("tier", "").split(",") if t]
         unknown = [t for t in tiers if t not in RiskTier.values]
         if unknown:
             raise ApplicationError(
                 f"unknown tier(s) {', '.join(unknown)}; expected {', '.join(RiskTier.values)}",
                 code="validation_error",
             )
-        qs = Lead.objects.filter(tenant=request.tenant, status="active", deleted_at__isnull=True)
+        qs = Lead.objects.filter(
+            tenant=self.request.tenant, status="active", deleted_at__isnull=True
+        )
         if tiers:
             qs = qs.filter(risk_tier__in=tiers)
-        qs = qs.order_by("-risk_score", "id").only(
+        return qs.order_by("-risk_score", "id").only(
             "id", "external_id", "risk_score", "risk_tier", "risk_scored_at", "risk_reasons"
         )
-        paginator = LimitOffsetPagination()
-        page = paginator.paginate_queryset(qs, request, view=self)
-        return paginator.get_paginated_response(RiskLeadOutputSerializer(page, many=True).data)

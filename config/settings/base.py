@@ -341,3 +341,59 @@ CELERY_BEAT_SCHEDULE["churnapp.retrain_all_tenants"] = {
     "schedule": crontab(minute=30, hour=3, day_of_week="sun"),
     "options": {"queue": "scoring"},
 }
+
+# --- Operations: metrics, health, logs, queues (issue #11; see docs/scaling.md) ----------
+# The ops wiring (signal receivers feeding Prometheus, the admin health page) lives in config.
+INSTALLED_APPS += ["config.apps.OpsConfig"]
+MIDDLEWARE += [
+    "config.logging.RequestLogContextMiddleware",
+    "config.metrics.WebhookRejectionMiddleware",
+]
+# Every process (daphne, each worker, beat) writes its counters here so that /metrics
+# on the web sums them (prometheus-client's multiprocess mode). Empty: this process only.
+PROMETHEUS_MULTIPROC_DIR = env("PROMETHEUS_MULTIPROC_DIR", default="")
+if PROMETHEUS_MULTIPROC_DIR:
+    os.makedirs(PROMETHEUS_MULTIPROC_DIR, exist_ok=True)
+# When set, /metrics answers only `Authorization: Bearer <token>`.
+METRICS_TOKEN = env("METRICS_TOKEN", default="")
+# A worker on its own machine/container serves its series on this port (0: off).
+WORKER_METRICS_PORT = env.int("WORKER_METRICS_PORT", default=0)
+WORKER_METRICS_ADDR = env("WORKER_METRICS_ADDR", default="0.0.0.0")
+# Heartbeats: beat and every worker write a Redis key; /readyz and the admin read them.
+OPS_HEARTBEAT_SECONDS = env.float("OPS_HEARTBEAT_SECONDS", default=15.0)
+# A beat or worker silent for longer than this is reported stale.
+OPS_HEARTBEAT_STALE_SECONDS = env.float("OPS_HEARTBEAT_STALE_SECONDS", default=90.0)
+# Read-only analytics may go to a replica; empty: everything reads the primary.
+DATABASE_REPLICA_URL = env("DATABASE_REPLICA_URL", default="")
+if DATABASE_REPLICA_URL:
+    DATABASES["replica"] = env.db("DATABASE_REPLICA_URL")
+    DATABASES["replica"]["HOST"] = unquote(DATABASES["replica"].get("HOST") or "")
+    DATABASES["replica"]["CONN_MAX_AGE"] = DATABASES["default"]["CONN_MAX_AGE"]
+    DATABASES["replica"]["CONN_HEALTH_CHECKS"] = True
+    DATABASE_ROUTERS = ["config.db_router.AnalyticsReplicaRouter"]
+# "json" (one object per line, ids only, no personal data) or "plain".
+LOG_FORMAT = env("LOG_FORMAT", default="plain")
+LOGGING["formatters"]["json"] = {"()": "config.logging.JsonFormatter"}
+LOGGING["filters"] = {
+    "context": {"()": "config.logging.ContextFilter"},
+    "redact": {"()": "config.logging.RedactFilter"},
+}
+LOGGING["handlers"]["console"]["filters"] = ["context", "redact"]
+LOGGING["handlers"]["console"]["formatter"] = LOG_FORMAT
+# Workers log through LOGGING above (JSON, redaction) instead of Celery's own handler.
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+# Route by task name (a task's own queue= stays the default); senders pass queue= per
+# channel family at enqueue time (notifications.models.CHANNEL_QUEUE).
+CELERY_TASK_ROUTES = {
+    "churnapp.rescore_*": {"queue": "scoring"},
+    "churnapp.retrain_*": {"queue": "scoring"},
+    "churnapp.webhook_process": {"queue": "webhooks"},
+    "interventions.*": {"queue": "interventions"},
+    "ops.*": {"queue": "default"},
+    "system.*": {"queue": "default"},
+}
+CELERY_BEAT_SCHEDULE["ops-heartbeat"] = {
+    "task": "ops.heartbeat",
+    "schedule": OPS_HEARTBEAT_SECONDS,
+    "options": {"queue": "default", "expires": OPS_HEARTBEAT_SECONDS * 2},
+}

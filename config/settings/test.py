@@ -1,5 +1,10 @@
 """Test settings: the same real PostgreSQL and Redis, faster hashing, eager nothing."""
 
+import atexit
+import os
+import shutil
+import tempfile
+
 from .base import *  # noqa: F403
 from .base import env
 
@@ -10,3 +15,9 @@ CHANNEL_LAYERS["default"]["CONFIG"]["prefix"] = env("CHANNEL_LAYER_PREFIX", defa
 DATABASES["default"]["CONN_MAX_AGE"] = 0  # noqa: F405
 # The in-process test worker (celery_worker fixture) must leave pytest's log capture alone.
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+# Multiprocess Prometheus, as in production: this process, its worker threads and any
+# worker subprocess a test starts write to one directory that /metrics sums.
+if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="churn-test-prom-")
+    atexit.register(shutil.rmtree, os.environ["PROMETHEUS_MULTIPROC_DIR"], True)
+PROMETHEUS_MULTIPROC_DIR = os.environ["PROMETHEUS_MULTIPROC_DIR"]

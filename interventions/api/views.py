@@ -9,6 +9,7 @@ from rest_framework.generics import ListAPIView, RetrieveAPIView
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from churnapp.api.common import UtcDateTimeFilter
 from churnapp.models import Lead
 from interventions.api.serializers import (
     EscalationNoteIn,
@@ -24,8 +25,8 @@ from interventions.services.orchestration import intervention_resolve
 
 
 class InterventionFilter(django_filters.FilterSet):
-    planned_after = django_filters.IsoDateTimeFilter(field_name="planned_at", lookup_expr="gte")
-    planned_before = django_filters.IsoDateTimeFilter(field_name="planned_at", lookup_expr="lt")
+    planned_after = UtcDateTimeFilter(field_name="planned_at", lookup_expr="gte")
+    planned_before = UtcDateTimeFilter(field_name="planned_at", lookup_expr="lt")
     variant = django_filters.CharFilter(field_name="variant__key")
 
     class Meta:

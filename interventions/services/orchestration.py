@@ -243,15 +243,7 @@ def _plan_steps(
             elif channel_cap is not None and week_by_channel.get(channel, 0) >= channel_cap:
                 skip = f"frequency cap: {channel_cap} {channel} messages per week reached"
         if skip:
-            InterventionStep.objects.create(
-                intervention=intervention,
-                position=position,
-                channel=channel,
-                recipient=to,
-                status=StepStatus.SKIPPED,
-                skip_reason=skip,
-            )
-            _emit(intervention, "step_skipped", intervention.status, channel=channel, reason=skip)
+            _step_skip(intervention, position, channel, to, skip)
             continue
         not_before = None
         if to == Recipient.LEAD:
@@ -281,16 +273,7 @@ def _plan_steps(
                     metadata={"intervention_id": intervention.id, "step": position},
                 )
         except ApplicationError as exc:
-            reason = f"cannot send: {exc.message}"[:200]
-            InterventionStep.objects.create(
-                intervention=intervention,
-                position=position,
-                channel=channel,
-                recipient=to,
-                status=StepStatus.SKIPPED,
-                skip_reason=reason,
-            )
-            _emit(intervention, "step_skipped", intervention.status, channel=channel, reason=reason)
+            _step_skip(intervention, position, channel, to, f"cannot send: {exc.message}")
             continue
         InterventionStep.objects.create(
             intervention=intervention,
@@ -307,6 +290,22 @@ def _plan_steps(
             week_count += 1
             week_by_channel[channel] = week_by_channel.get(channel, 0) + 1
     return requested
+
+
+def _step_skip(
+    intervention: Intervention, position: int, channel: str, to: str, reason: str
+) -> None:
+    """Record a planned send that will not happen, and why (never dropped silently)."""
+    reason = reason[:200]
+    InterventionStep.objects.create(
+        intervention=intervention,
+        position=position,
+        channel=channel,
+        recipient=to,
+        status=StepStatus.SKIPPED,
+        skip_reason=reason,
+    )
+    _emit(intervention, "step_skipped", intervention.status, channel=channel, reason=reason)
 
 
 def _history(intervention: Intervention, outcome: str, at: dt.datetime) -> None:

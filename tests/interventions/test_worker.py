@@ -3,21 +3,11 @@ the intervention turns active when notifications reports the send."""
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from interventions.models import Intervention
 from notifications.models import Message
-
-
-def _wait(predicate, timeout=60.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.1)
-    return predicate()
+from tests.waiting import wait_for
 
 
 @pytest.mark.django_db(transaction=True)
@@ -28,9 +18,9 @@ def test_first_send_activates_the_intervention(celery_worker, lead, policy, asse
     assert intervention.status == "planned"
     # when the worker sends the email
     message = Message.objects.get(lead=lead, channel="email")
-    assert _wait(lambda: Message.objects.get(pk=message.pk).status == "sent"), Message.objects.get(
-        pk=message.pk
-    ).status_reason
+    assert wait_for(lambda: Message.objects.get(pk=message.pk).status == "sent"), (
+        Message.objects.get(pk=message.pk).status_reason
+    )
     # then the intervention is active, stamped when the send happened
     intervention.refresh_from_db()
     assert intervention.status == "active" and intervention.activated_at is not None
