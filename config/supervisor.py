@@ -65,6 +65,7 @@ class Child:
     name: str
     argv: list[str]
     proc: subprocess.Popen | None = None
+    optional: bool = False  # its exit is reported, and the stack keeps running
 
     @property
     def pid(self) -> int:
@@ -79,6 +80,8 @@ class Supervisor:
     concurrency: int = 2
     stop_timeout: float = 20.0
     out: TextIO = sys.stdout
+    # The demo's living world (simulator's simulate_live): off with --no-sim or CHURN_DEMO_SIM=0.
+    demo_sim: bool = True
     children: list[Child] = field(default_factory=list)
     _stop_signal: int = 0
     _forced: bool = False
@@ -303,7 +306,13 @@ class Supervisor:
         return children
 
     def _start_children(self, env: dict[str, str]) -> None:
-        for child in self._child_commands(env):
+        children = self._child_commands(env)
+        if self.demo_sim:
+            manage = [sys.executable, str(Path(__file__).resolve().parent.parent / "manage.py")]
+            children.append(
+                Child("demo simulation", manage + ["simulate_live", "--tenant", "demo"])
+            )
+        for child in children:
             # Own session: a terminal's Ctrl-C reaches only us, and we stop the children
             # in order instead of all of them racing to exit.
             child.proc = subprocess.Popen(
@@ -341,6 +350,10 @@ class Supervisor:
 
     def _first_dead_child(self) -> Child | None:
         for child in self.children:
+            if child.optional and child.proc is not None and child.proc.poll() is not None:
+                self._say(f"up: {child.name} exited (code {child.proc.returncode}); going on.")
+                child.proc = None
+                continue
             if child.proc is not None and child.proc.poll() is not None:
                 self._say(
                     f"up: {child.name} (pid {child.pid}) exited unexpectedly with code "

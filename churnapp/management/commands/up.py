@@ -36,6 +36,12 @@ class Command(BaseCommand):
             help="seconds to wait for children to exit before killing them",
         )
 
+        parser.add_argument(
+            "--no-sim",
+            action="store_true",
+            help="no living demo world (simulate_live); also CHURN_DEMO_SIM=0",
+        )
+
     def handle(self, *args, **options):
         data_dir = options["data_dir"] or Path(
             os.environ.get("CHURN_DATA_DIR") or default_data_dir()
@@ -46,6 +52,7 @@ class Command(BaseCommand):
             data_dir=data_dir,
             concurrency=options["concurrency"],
             stop_timeout=options["stop_timeout"],
+            demo_sim=not options["no_sim"] and os.environ.get("CHURN_DEMO_SIM", "1") != "0",
             out=self.stdout,
         )
         sys.exit(supervisor.run())
