@@ -122,12 +122,22 @@ def test_a_hanging_sms_provider_leaves_scoring_and_email_unaffected(
     queues_by_name = {name.split("@")[0]: info["queues"] for name, info in live.items()}
     assert queues_by_name["sms-iso"] == ["sms"]
     assert queues_by_name["main-iso"] == ["email", "scoring"]
+
     # the other processes' counters are in the web's /metrics (multiprocess directory)
-    during = scrape()
-    moved = lambda name, **labels: during.value(name, **labels) - before.value(name, **labels)  # noqa: E731
-    assert moved("churn_send_attempts_total", provider="email", outcome="sent") == len(emails)
-    assert moved("churn_leads_scored_total", task="churnapp.rescore_leads") == len(leads)
-    assert during.value("churn_workers_live", queue="sms") >= 1
+    # (a worker records its counters just after it commits, so poll rather than race it)
+    def moved(name, **labels):
+        return scrape().value(name, **labels) - before.value(name, **labels)
+
+    emails_sent = wait_for(
+        lambda: moved("churn_send_attempts_total", provider="email", outcome="sent") == len(emails),
+        timeout=30,
+    )
+    assert emails_sent, moved("churn_send_attempts_total", provider="email", outcome="sent")
+    assert wait_for(
+        lambda: moved("churn_leads_scored_total", task="churnapp.rescore_leads") == len(leads),
+        timeout=30,
+    )
+    assert scrape().value("churn_workers_live", queue="sms") >= 1
 
     # when the provider answers again (504 for the hung call: retried), every SMS goes out
     twilio.release()
