@@ -33,6 +33,7 @@ from interventions.services.policy import policy_ensure
 from interventions.signals import intervention_changed
 from notifications.models import MessageStatus
 from notifications.services import message_cancel, message_request
+from notifications.services.callbacks import OPT_OUT_KEYWORDS
 
 TIER_STAGE: dict[str, int] = {
     RiskTier.EARLY_WARNING: Stage.EARLY_WARNING,
@@ -379,11 +380,15 @@ def interventions_on_activity(*, tenant_id: int, activity_ids: Iterable[int]) ->
     (stop on reply); other re-engagement marks it engaged. Both arms alike."""
     rows = (
         LeadActivity.objects.filter(tenant_id=tenant_id, id__in=list(activity_ids))
-        .values_list("lead_id", "kind", "occurred_at")
+        .values_list("lead_id", "kind", "occurred_at", "payload")
         .order_by("occurred_at")
     )
     per_lead: dict[int, list[tuple[str, dt.datetime]]] = {}
-    for lead_id, kind, occurred_at in rows:
+    for lead_id, kind, occurred_at, payload in rows:
+        if kind == ActivityKind.SMS_INBOUND and _is_opt_out(payload):
+            # "STOP" is an answer, not re-engagement: notifications suppresses the
+            # number and its recipient_opted_out ends the intervention as unsubscribed.
+            continue
         per_lead.setdefault(lead_id, []).append((kind, occurred_at))
     changed = 0
     now = timezone.now()
@@ -405,6 +410,14 @@ def interventions_on_activity(*, tenant_id: int, activity_ids: Iterable[int]) ->
             continue
         changed += 1
     return changed
+
+
+def _is_opt_out(payload: dict | None) -> bool:
+    payload = payload or {}
+    if payload.get("keyword") == "stop":
+        return True
+    body = str(payload.get("body") or "").strip().upper()
+    return body in OPT_OUT_KEYWORDS
 
 
 def _engage(intervention: Intervention, now: dt.datetime, reason: str) -> None:

@@ -219,3 +219,20 @@ def test_escalation_goes_to_the_agents_own_manager(tenant, lead, policy, manager
     lead.assigned_agent.save()
     assess(lead, "critical")
     assert Escalation.objects.get(lead=lead).manager == own
+
+
+def test_a_stop_reply_is_an_opt_out_not_a_re_engagement(lead, policy, assess):
+    from notifications.services.callbacks import sms_inbound_record
+
+    assess(lead, "early_warning")
+    intervention = _open(lead)
+    sms_inbound_record(
+        tenant=lead.tenant,
+        from_phone=lead.phone,
+        body="STOP",
+        provider="twilio",
+        event_id="SM-stop-1",
+        lead=lead,
+    )
+    intervention.refresh_from_db()
+    assert (intervention.status, intervention.outcome) == ("resolved", Outcome.UNSUBSCRIBED)
