@@ -183,14 +183,10 @@ def model_train(*, tenant: Tenant) -> str:
     return churn_model_train(tenant=tenant).message
 
 
-def tracking_impact(*, tenant: Tenant, since: dt.datetime, until: dt.datetime) -> dict | None:
-    """tracking's business-impact answer, when the tracking app provides one."""
-    try:
-        module = importlib.import_module("tracking.services.impact")
-    except ImportError:
-        return None
-    fn = getattr(module, "impact_compute", None) or getattr(module, "business_impact", None)
-    if fn is None:
-        return None
-    result = fn(tenant=tenant, since=since, until=until)
-    return result if isinstance(result, dict) else getattr(result, "__dict__", None)
+def tracking_impact(*, tenant: Tenant, since: dt.datetime, until: dt.datetime) -> dict:
+    """tracking's business-impact answer for the simulated days: the definitions the
+    API serves, reported beside the simulator's own measurement of the same runs."""
+    from tracking.selectors import Period, analytics_impact
+
+    period = Period(first_day=since.date(), last_day=until.date())
+    return analytics_impact(tenant=tenant, period=period, now=until)
