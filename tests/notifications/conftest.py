@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 
 import pytest
 import redis
@@ -16,19 +15,9 @@ from tests.fakes.inapp import InAppFake
 from tests.fakes.push import PushFake
 from tests.fakes.smtp import SmtpServer
 from tests.fakes.twilio import TwilioFake
+from tests.waiting import wait_for  # noqa: F401  (re-exported)
 
 ALL_QUEUES = ["default", "sms", "email", "crm", "realtime"]
-
-
-def wait_for(predicate: Callable[[], object], timeout: float = 30.0, interval: float = 0.05):
-    """Poll until predicate() is truthy; fail the test if it never becomes so."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"condition not met within {timeout}s: {predicate}")
 
 
 @pytest.fixture(autouse=True)
