@@ -22,8 +22,12 @@ run: install
 
 # With no DATABASE_URL / REDIS_URL, `with_services` starts an embedded PostgreSQL and
 # Redis for this run only and tears them down after.
+# The suite, then the benchmarks' smoke pass (tiny sizes: it proves `make bench` works;
+# its figures go to .data/bench-smoke/ and mean nothing).
 test: install lint
-	$(BIN)/python -m config.services -- $(BIN)/python -m pytest -m "not slow and not bench" $(PYTEST_ARGS)
+	$(BIN)/python -m config.services -- sh -c '$(BIN)/python -m pytest -m "not slow and not bench" $(PYTEST_ARGS) \
+		&& BENCH_SCALE=smoke $(BIN)/python -m pytest -m bench tests/bench $(PYTEST_ARGS) -q \
+		|| { rc=$$?; [ $$rc -eq 5 ] || exit $$rc; }' 
 
 lint: install
 	$(BIN)/ruff check .
@@ -33,7 +37,8 @@ format: install
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-# pytest exits 5 when it selects no test: no benchmark yet is not a failure here.
+# Benchmarks at full size (BENCH_SCALE=1; 0.1 or 0.3 for the growth runs), results in
+# docs/benchmarks/results.{md,json}. One benchmark: make bench PYTEST_ARGS=tests/bench/test_x.py
 bench: install
 	$(BIN)/python -m config.services -- $(BIN)/python -m pytest -m bench -s $(PYTEST_ARGS) \
 		|| { rc=$$?; [ $$rc -eq 5 ] && echo "no benchmarks selected" || exit $$rc; }

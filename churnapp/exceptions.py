@@ -44,3 +44,23 @@ class ServiceMisconfigured(ApplicationError):
 
     status_code = 503
     code = "not_configured"
+
+
+class PayloadTooLargeError(ApplicationError):
+    status_code = 413
+    code = "payload_too_large"
+
+
+class UnsupportedMediaTypeError(ApplicationError):
+    status_code = 415
+    code = "unsupported_media_type"
+
+
+def content_type_require(content_type: str, *accepted: str) -> None:
+    """UnsupportedMediaTypeError unless the request's media type is one of `accepted`."""
+    media_type = (content_type or "").split(";", 1)[0].strip().lower()
+    if media_type not in accepted:
+        raise UnsupportedMediaTypeError(
+            f"Unsupported Content-Type {media_type or '(none)'!r}; send {' or '.join(accepted)}.",
+            details={"accepted": list(accepted)},
+        )

@@ -131,7 +131,11 @@ class RiskTier(models.TextChoices):
 class Lead(models.Model):
     """A person the brokerage wants to keep warm, mirrored from the CRM."""
 
-    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="leads")
+    # No single-column index: every lead query is tenant-scoped, and the composite
+    # indexes below all lead with tenant_id (each index is one more write per lead update).
+    tenant = models.ForeignKey(
+        Tenant, on_delete=models.CASCADE, related_name="leads", db_index=False
+    )
     external_id = models.CharField(max_length=128, help_text="The CRM's id (GHL contact id).")
     first_name = models.CharField(max_length=100, blank=True, default="")
     last_name = models.CharField(max_length=100, blank=True, default="")
@@ -155,6 +159,9 @@ class Lead(models.Model):
     custom_fields = models.JSONField(default=dict, blank=True)
 
     crm_created_at = models.DateTimeField(null=True, blank=True)
+    # When the CRM changed the contact, as of the newest contact event applied: an older
+    # event arriving later (webhooks come out of order) is not applied over it.
+    crm_updated_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
     deleted_at = models.DateTimeField(null=True, blank=True, help_text="Deleted in the CRM.")
@@ -163,8 +170,8 @@ class Lead(models.Model):
 
     risk_score = models.FloatField(null=True, blank=True)
     risk_tier = models.CharField(
-        max_length=16, choices=RiskTier.choices, default=RiskTier.UNSCORED, db_index=True
-    )
+        max_length=16, choices=RiskTier.choices, default=RiskTier.UNSCORED
+    )  # indexed with its tenant (lead_tenant_tier): no query reads tiers across tenants
     risk_scored_at = models.DateTimeField(null=True, blank=True)
     # Written with the score by scoring: the top factors behind it and who produced it.
     # Database defaults too, so bulk SQL inserts of leads elsewhere need not name them.
@@ -259,8 +266,13 @@ KIND_CHANNEL: dict[str, str] = {
 class LeadActivity(models.Model):
     """One thing a lead did or that was done to them, deduplicated on the source event id."""
 
-    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="+")
-    lead = models.ForeignKey(Lead, on_delete=models.CASCADE, related_name="activities")
+    # No single-column indexes on the keys: activity_tenant_time, the source event
+    # constraint and activity_lead_time lead with them and answer every lookup (and the
+    # cascades), and each extra index is one more B-tree insert per ingested row.
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="+", db_index=False)
+    lead = models.ForeignKey(
+        Lead, on_delete=models.CASCADE, related_name="activities", db_index=False
+    )
     kind = models.CharField(max_length=32, choices=ActivityKind.choices)
     direction = models.CharField(max_length=8, choices=Direction.choices)
     channel = models.CharField(max_length=16)
@@ -314,7 +326,11 @@ class WebhookEvent(models.Model):
 
     class Meta:
         constraints = [
-            models.UniqueConstraint(fields=["provider", "webhook_id"], name="webhook_unique_id")
+            # Per tenant: a delivery id seen in another tenant is not this tenant's
+            # duplicate (and its stored event is never answered to this caller).
+            models.UniqueConstraint(
+                fields=["tenant", "provider", "webhook_id"], name="webhook_unique_tenant_id"
+            )
         ]
         indexes = [models.Index(fields=["status", "received_at"], name="webhook_status_time")]
 

@@ -209,8 +209,10 @@ class RiskAssessment(models.Model):
     """A scored moment worth keeping: a tier change, or the lead's one daily snapshot."""
 
     tenant = models.ForeignKey("churnapp.Tenant", on_delete=models.CASCADE, related_name="+")
+    # Indexed by riskassessment_lead_time (lead_id first): a lone lead_id index was one
+    # more write for each of the day's snapshots and served no query.
     lead = models.ForeignKey(
-        "churnapp.Lead", on_delete=models.CASCADE, related_name="risk_assessments"
+        "churnapp.Lead", on_delete=models.CASCADE, related_name="risk_assessments", db_index=False
     )
     kind = models.CharField(max_length=16, choices=AssessmentKind.choices)
     assessed_at = models.DateTimeField()

@@ -11,4 +11,6 @@ def rescore_on_inbound(sender, *, tenant_id: int, inbound_lead_ids: list[int], *
     from churnapp.tasks import rescore_leads
 
     lead_ids = list(inbound_lead_ids)
-    transaction.on_commit(lambda: rescore_leads.delay(tenant_id, lead_ids))
+    # robust: a broker that is down must not turn the committed ingest into an error;
+    # the hourly batch rescore scores these leads anyway.
+    transaction.on_commit(lambda: rescore_leads.delay(tenant_id, lead_ids), robust=True)

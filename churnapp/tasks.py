@@ -29,8 +29,9 @@ def webhook_sweep() -> int:
 
 
 # --- Risk scoring (issue #3) --------------------------------------------------------------
-# Beat starts `rescore_all_tenants` hourly and `retrain_all_tenants` weekly; every task
-# here runs on the "scoring" queue.
+# Beat starts `rescore_all_tenants` hourly and `retrain_all_tenants` weekly; the batch
+# and training tasks run on the "scoring" queue, the real-time `rescore_leads` on
+# "interventions".
 
 
 @shared_task(name="churnapp.rescore_all_tenants", queue="scoring", ignore_result=True)
@@ -72,7 +73,11 @@ def rescore_chunk(chunk_id: int) -> int:
     return applied.scored if applied else 0
 
 
-@shared_task(name="churnapp.rescore_leads", queue="scoring", ignore_result=True)
+# Not on "scoring": the hourly batch fills that queue with chunks of seconds each, and a
+# lead that just came back would wait behind all of them. The real-time rescore is a
+# short transaction that leads straight into orchestration, so it runs with the flow
+# work (settings CELERY_TASK_ROUTES routes it by name too).
+@shared_task(name="churnapp.rescore_leads", queue="interventions", ignore_result=True)
 def rescore_leads(tenant_id: int, lead_ids: list[int]) -> int:
     from churnapp.services.scoring import leads_rescore
 

@@ -2,10 +2,13 @@
 
 import os
 
-from django.core.asgi import get_asgi_application
-
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.local")
-django_asgi_app = get_asgi_application()
+
+from config.asgi_threads import get_pooled_asgi_application  # noqa: E402
+
+# Django's handler, with requests on a bounded pool of persistent threads instead of a
+# new thread (and so a new database connection) per request: see config.asgi_threads.
+django_asgi_app = get_pooled_asgi_application()
 
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402

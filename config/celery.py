@@ -6,7 +6,7 @@ import os
 import signal
 
 from celery import Celery
-from celery.signals import beat_init
+from celery.signals import beat_init, task_prerun
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.local")
 
@@ -24,6 +24,19 @@ import config.heartbeat  # noqa: E402, F401
 def ping() -> str:
     """Health check: answers "pong" once a worker consuming the default queue runs it."""
     return "pong"
+
+
+@task_prerun.connect
+def db_connections_checked(sender=None, **kwargs) -> None:
+    """Each task starts as a request does: a connection past CONN_MAX_AGE, broken, or
+    failing its health check is closed and the task opens a fresh one; a healthy one is
+    reused (settings CELERY_DB_REUSE_MAX keeps Celery from closing it every time). An
+    eager task runs inside its caller's work and leaves the caller's connection alone."""
+    from django.db import close_old_connections, connection
+
+    if getattr(getattr(sender, "request", None), "is_eager", False) or connection.in_atomic_block:
+        return
+    close_old_connections()
 
 
 @beat_init.connect

@@ -86,7 +86,9 @@ def on_message_status_changed(
         elif new_status == "dead":
             notification_metrics.MESSAGES_DEAD.labels(channel).inc()
         if new_status in SENT_STATUSES and previous_status in NOT_YET_SENT:
-            _detection_to_first_send(message_id)
+            # Only an intervention's message has a detection to measure from.
+            if (kwargs.get("metadata") or {}).get("intervention_id"):
+                _detection_to_first_send(message_id)
             if channel == "agent_alert":
                 _agent_alert_lag(message_id)
 

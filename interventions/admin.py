@@ -18,7 +18,7 @@ from interventions.models import (
     StagePolicy,
 )
 from interventions.services.escalations import escalation_acknowledge, escalation_resolve
-from interventions.services.policy import stage_plan_validate
+from interventions.services.policy import policy_publish, stage_plan_validate
 
 
 def _agent(request):
@@ -174,31 +174,21 @@ class InterventionPolicyAdmin(TenantScopedAdmin):
     readonly_fields = ["version", "created_at"]
 
     def save_model(self, request, obj, form, change):
-        # A change publishes a new version; interventions keep the version they ran under.
-        if change:
-            InterventionPolicy.objects.filter(tenant=obj.tenant, is_active=True).exclude(
-                pk=obj.pk
-            ).update(is_active=False)
-            previous = InterventionPolicy.objects.get(pk=obj.pk)
-            stages = list(previous.stages.all())
-            InterventionPolicy.objects.filter(pk=obj.pk).update(is_active=False)
-            obj.pk = None
-            obj.is_active = True
-            obj.version = (
-                InterventionPolicy.objects.filter(tenant=obj.tenant)
-                .order_by("-version")
-                .first()
-                .version
-                + 1
-            )
+        """A change publishes a new version (policy_publish, the one way versions are made);
+        interventions keep the version they ran under. ``obj`` becomes the new version, so
+        the stage inlines saved next land on it (save_formset)."""
+        if not change:
             super().save_model(request, obj, form, change)
-            for stage in stages:
-                stage.pk = None
-                stage.policy = obj
-                stage.save()
-            self.message_user(request, f"Published policy version {obj.version}.")
-        else:
-            super().save_model(request, obj, form, change)
+            return
+        changes = {name: getattr(obj, name) for name in form.changed_data}
+        new = policy_publish(policy=obj, changes=changes)
+        obj.pk, obj.version, obj.is_active, obj.created_at = (
+            new.pk,
+            new.version,
+            new.is_active,
+            new.created_at,
+        )
+        self.message_user(request, f"Published policy version {new.version}.")
 
     def save_formset(self, request, form, formset, change):
         instances = formset.save(commit=False)

@@ -35,9 +35,10 @@ def on_risk_assessed(
     )
 
 
-def on_activity_ingested(sender, *, tenant_id, activity_ids, inbound_lead_ids=(), **kwargs) -> None:
-    if inbound_lead_ids:
-        interventions_on_activity(tenant_id=tenant_id, activity_ids=activity_ids)
+def on_activity_ingested(sender, *, tenant_id, activity_ids, lead_ids=(), **kwargs) -> None:
+    # Every batch, not only those with inbound activity: an opportunity won or lost has
+    # no direction and must end the open intervention all the same.
+    interventions_on_activity(tenant_id=tenant_id, activity_ids=activity_ids, lead_ids=lead_ids)
 
 
 def on_message_status_changed(sender, *, new_status, metadata=None, **kwargs) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-from django.db.models import Count, QuerySet
+from django.db.models import Count, Q, QuerySet
 
 from churnapp.models import Lead, Tenant
 from interventions.models import Escalation, EscalationStatus, Intervention
@@ -30,6 +30,31 @@ def lead_sends_since(*, lead: Lead, since: dt.datetime) -> SendCounts:
     )
     by_channel = {row["channel"]: row["n"] for row in rows}
     return SendCounts(total=sum(by_channel.values()), by_channel=by_channel)
+
+
+def lead_sends_in_windows(
+    *, lead: Lead, now: dt.datetime, windows: tuple[dt.timedelta, ...]
+) -> list[SendCounts]:
+    """`lead_sends_since(since=now - w)` for every window `w`, in one query: the widest
+    window is read once, grouped by channel, each window counted with a FILTER."""
+    since = [now - w for w in windows]
+    rows = (
+        Message.objects.filter(lead=lead, agent__isnull=True, created_at__gte=min(since))
+        .exclude(status__in=_NOT_DELIVERED)
+        .values("channel")
+        .annotate(
+            **{
+                f"n{i}": Count("id", filter=Q(created_at__gte=start))
+                for i, start in enumerate(since)
+            }
+        )
+    )
+    per_window: list[dict[str, int]] = [{} for _ in windows]
+    for row in rows:
+        for i, by_channel in enumerate(per_window):
+            if row[f"n{i}"]:
+                by_channel[row["channel"]] = row[f"n{i}"]
+    return [SendCounts(total=sum(c.values()), by_channel=c) for c in per_window]
 
 
 def interventions_for_tenant(*, tenant: Tenant) -> QuerySet[Intervention]:

@@ -46,7 +46,7 @@ SEND_LATENCY = Histogram(
 BROADCAST_LAG = Histogram(
     "churn_broadcast_lag_seconds",
     "From an event to its broadcast on the channel layer, by stream (agent_alert: message "
-    "created -> pushed to the agent; dashboard: tracking's live events).",
+    "created -> pushed to the agent; dashboard: a lifecycle event committed -> published).",
     ["stream"],
     buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
 )
@@ -54,5 +54,6 @@ BROADCAST_LAG = Histogram(
 
 def broadcast_lag_observe(*, occurred_at: dt.datetime, stream: str = "dashboard") -> None:
     """Call right after a group_send of an event that happened at `occurred_at` (tracking's
-    dashboard broadcast calls this; agent alerts are observed by config.metrics)."""
+    publisher calls this with the time the committed event was handed to it; agent alerts
+    are observed by config.metrics)."""
     BROADCAST_LAG.labels(stream).observe(max(0.0, (timezone.now() - occurred_at).total_seconds()))

@@ -42,6 +42,27 @@ def ratelimit_acquire(*, provider: str, key: str) -> float | None:
     return max(0.05, stats.reset_time - time.time())
 
 
+def ratelimit_acquire_many(*, provider: str, key: str, count: int) -> tuple[int, float | None]:
+    """Take up to `count` slots of the provider's window for `key` (a batch of sends):
+    how many were granted, and when fewer, the seconds to wait for room again."""
+    item = _item(provider)
+    if item is None or count <= 0:
+        return count, None
+    limiter = _get_limiter()
+    bucket = f"{settings.NOTIFICATIONS_RATE_LIMIT_PREFIX}:{key}"
+    # The whole batch in one round trip when the window has room (the common case);
+    # else one slot at a time until it is full.
+    if count <= item.amount and limiter.hit(item, bucket, cost=count):
+        return count, None
+    granted = 0
+    while granted < count and limiter.hit(item, bucket):
+        granted += 1
+    if granted == count:
+        return count, None
+    stats = limiter.get_window_stats(item, bucket)
+    return granted, max(0.05, stats.reset_time - time.time())
+
+
 def ratelimit_clear(*, provider: str, key: str) -> None:
     item = _item(provider)
     if item is not None:

@@ -34,11 +34,13 @@ _HTML_ENGINE = Engine(autoescape=True, string_if_invalid=_MARKER, builtins=_BUIL
 
 
 def render_text(source: str, context: dict) -> str:
-    return _TEXT_ENGINE.from_string(source).render(Context(context)).strip()
+    # Context() escapes HTML unless told otherwise, whatever the engine says: an SMS to
+    # O'Brien must not read "O&#x27;Brien".
+    return _TEXT_ENGINE.from_string(source).render(Context(context, autoescape=False)).strip()
 
 
 def render_html(source: str, context: dict) -> str:
-    return _HTML_ENGINE.from_string(source).render(Context(context))
+    return _HTML_ENGINE.from_string(source).render(Context(context, autoescape=True))
 
 
 def sample_context(*, tenant: Tenant | None = None, extra: dict | None = None) -> dict:

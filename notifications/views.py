@@ -30,13 +30,18 @@ def _message(purpose: str, token: str) -> tuple[Message | None, dict]:
 
 @require_http_methods(["GET", "HEAD"])
 def open_pixel(request, token: str):
-    message, _ = _message("open", token)
-    if message is None:
+    try:
+        message_id = int(token_read(purpose="open", token=token)["m"])
+    except (signing.BadSignature, KeyError, TypeError, ValueError):
         return HttpResponseBadRequest("bad token")
-    # One open per message: image proxies and re-opens load the pixel again.
-    message_engagement_record(
-        message=message, kind="opened", provider="pixel", event_id=f"open:{message.pk}"
-    )
+    # One open per message: image proxies and re-opens load the pixel again. The service
+    # locks the message by id: reading it here first was one more query per open.
+    try:
+        message_engagement_record(
+            message_id=message_id, kind="opened", provider="pixel", event_id=f"open:{message_id}"
+        )
+    except Message.DoesNotExist:  # signed by us, since deleted (retention)
+        return HttpResponseBadRequest("bad token")
     response = HttpResponse(_GIF, content_type="image/gif")
     response["Cache-Control"] = "no-store, max-age=0"
     return response

@@ -1,6 +1,7 @@
 """Bad input, generated from our own OpenAPI schema by schemathesis: every operation of
-the CRM-facing API, with valid and invalid (negative) data, answers without a 5xx and
-with responses that conform to the schema. Runs in-process over WSGI against the real
+the CRM-facing API, with valid and invalid (negative) data, and sequences of operations
+linked by the ids they return (the stateful phase), answers without a 5xx and with
+responses that conform to the schema. CI sizes here; the long runs are marked slow. Runs in-process over WSGI against the real
 PostgreSQL; webhook and callback endpoints (signature-authenticated) answer 4xx."""
 
 from __future__ import annotations
@@ -43,8 +44,8 @@ def auth_header(tenant) -> dict:
     return {"Authorization": f"Api-Key {raw}"}
 
 
-@pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE])
-def test_no_server_errors_and_responses_match_the_schema(api_schema, auth_header, mode, ghl_keys):
+def _operations_run(api_schema, auth_header, mode, *, max_examples: int) -> list[str]:
+    """Every operation, on its own, with `max_examples` generated requests."""
     failures: list[str] = []
     operations = [result.ok() for result in api_schema.get_all_operations()]
     assert len(operations) > 15  # the whole API, not an empty schema
@@ -53,7 +54,7 @@ def test_no_server_errors_and_responses_match_the_schema(api_schema, auth_header
 
         @given(case=operation.as_strategy(generation_mode=mode))
         @settings(
-            max_examples=8,
+            max_examples=max_examples,
             deadline=None,
             suppress_health_check=list(HealthCheck),
             derandomize=True,
@@ -77,4 +78,71 @@ def test_no_server_errors_and_responses_match_the_schema(api_schema, auth_header
         except Unsatisfiable:
             # No invalid input exists for this operation (nothing to get wrong).
             assert mode == GenerationMode.NEGATIVE
+    return failures
+
+
+@pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE])
+def test_no_server_errors_and_responses_match_the_schema(api_schema, auth_header, mode, ghl_keys):
+    failures = _operations_run(api_schema, auth_header, mode, max_examples=8)
+    assert not failures, "\n".join(failures)
+
+
+def _stateful_run(api_schema, auth_header, *, max_examples: int, steps: int) -> list[str]:
+    """Run schemathesis' state machine: sequences of calls where one response's values
+    (a lead id, an intervention id, an external id) feed the next call through the links
+    schemathesis infers from the schema. Every answer: no 5xx; a success conforms."""
+    failures: list[str] = []
+    calls: list[int] = []
+
+    class Machine(api_schema.as_state_machine()):
+        def get_call_kwargs(self, case):
+            return {"headers": auth_header}
+
+        def call(self, case, **kwargs):
+            with transaction.atomic():  # as above: an error must not poison the next call
+                return super().call(case, **kwargs)
+
+        def validate_response(self, response, case, **kwargs):
+            calls.append(response.status_code)
+            if response.status_code >= 500:
+                failures.append(f"{case.method} {case.formatted_path}: {response.status_code}")
+            elif response.status_code < 400:
+                try:
+                    case.validate_response(response, checks=[response_schema_conformance])
+                except FailureGroup as exc:
+                    failures.append(f"{case.method} {case.formatted_path}: {exc}"[:1500])
+
+    Machine.run(
+        settings=settings(
+            max_examples=max_examples,
+            stateful_step_count=steps,
+            deadline=None,
+            suppress_health_check=list(HealthCheck),
+            derandomize=True,
+            database=None,
+        )
+    )
+    # The run made calls, and some of them succeeded (links carried real ids).
+    assert len(calls) >= max_examples and any(code < 400 for code in calls), calls[:50]
+    return failures
+
+
+def test_stateful_sequences_have_no_server_errors_and_conform(api_schema, auth_header, ghl_keys):
+    machine = api_schema.as_state_machine()
+    links = [name for name in dir(machine) if "__GET_api_leads_lead_id_" in name]
+    assert links, "no links between operations: the stateful phase would test nothing"
+    failures = _stateful_run(api_schema, auth_header, max_examples=15, steps=6)
+    assert not failures, "\n".join(failures)
+
+
+@pytest.mark.slow
+def test_stateful_sequences_long_run(api_schema, auth_header, ghl_keys):
+    failures = _stateful_run(api_schema, auth_header, max_examples=300, steps=12)
+    assert not failures, "\n".join(failures)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE])
+def test_no_server_errors_long_run(api_schema, auth_header, mode, ghl_keys):
+    failures = _operations_run(api_schema, auth_header, mode, max_examples=100)
     assert not failures, "\n".join(failures)

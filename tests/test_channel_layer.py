@@ -4,16 +4,17 @@ import uuid
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
-from channels_redis.core import RedisChannelLayer
 from django.conf import settings
+
+from config.channel_layers import RedisPubSubChannelLayer
 
 
 def test_group_send_reaches_members_through_redis():
     sender = get_channel_layer()
-    assert isinstance(sender, RedisChannelLayer)
+    assert isinstance(sender, RedisPubSubChannelLayer)
     # A second layer instance stands for another process: what it receives came
     # through Redis, not through the sender's memory.
-    receiver = RedisChannelLayer(**settings.CHANNEL_LAYERS["default"]["CONFIG"])
+    receiver = RedisPubSubChannelLayer(**settings.CHANNEL_LAYERS["default"]["CONFIG"])
     group = f"tenant-test-{uuid.uuid4().hex}"
 
     async def scenario() -> list[dict]:

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
+import atexit
 import datetime as dt
 import json
 import logging
+import os
+import threading
 
-from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import transaction
 from django.utils import timezone
 
+from notifications.metrics import broadcast_lag_observe
 from notifications.realtime import tenant_group
 from tracking.models import TrackingEvent
 
@@ -71,20 +75,97 @@ def tracking_event_record(
     return event
 
 
+class _Publisher:
+    """One thread per process with its own event loop, publishing broadcasts in order.
+
+    `async_to_sync(group_send)` from a worker or request thread starts a thread, a loop
+    and a Redis connection for every call; committing work that announces three events
+    paid that three times before its next step (the send task's enqueue) ran. Here the
+    committing thread only hands the event over; the loop keeps its connection."""
+
+    def __init__(self) -> None:
+        self.pid = os.getpid()
+        self.loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="tracking-broadcast", daemon=True)
+        self.thread.start()
+        self._ready.wait()
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.queue: asyncio.Queue = asyncio.Queue()
+        self._ready.set()
+        self.loop.run_until_complete(self._drain())
+
+    async def _drain(self) -> None:
+        while True:
+            group, message, handed_at = await self.queue.get()
+            try:
+                layer = get_channel_layer()
+                if layer is not None:
+                    await layer.group_send(group, message)
+                    # committed (handed over here) -> published: what the live dashboard's
+                    # events wait for in this process, the metric's "dashboard" stream.
+                    broadcast_lag_observe(occurred_at=handed_at, stream="dashboard")
+            except Exception:
+                # The dashboard resyncs from /api/tracking/events; a lost broadcast must
+                # never fail the committed work that produced it.
+                logger.exception("tracking broadcast of event %s failed", message["event_id"])
+            finally:
+                self.queue.task_done()
+
+    def publish(self, group: str, message: dict) -> None:
+        self.loop.call_soon_threadsafe(self.queue.put_nowait, (group, message, timezone.now()))
+
+    def flush(self, timeout: float = 5.0) -> None:
+        """Wait until every event handed over so far is published."""
+        asyncio.run_coroutine_threadsafe(self.queue.join(), self.loop).result(timeout)
+
+
+_publisher: _Publisher | None = None
+_publisher_lock = threading.Lock()
+
+
+def _get_publisher() -> _Publisher:
+    global _publisher
+    with _publisher_lock:
+        # A forked child (a prefork worker) inherits the object but not the thread.
+        if _publisher is None or _publisher.pid != os.getpid():
+            _publisher = _Publisher()
+            atexit.register(_flush_at_exit, _publisher)
+        return _publisher
+
+
+def _flush_at_exit(publisher: _Publisher) -> None:
+    if publisher.pid == os.getpid() and publisher.thread.is_alive():
+        try:
+            publisher.flush(timeout=2.0)
+        except Exception:  # noqa: BLE001 - at exit; the dashboard resyncs
+            pass
+
+
+def tracking_broadcasts_flush(timeout: float = 5.0) -> None:
+    """Block until this process's broadcasts so far are published (tests, shutdown)."""
+    if _publisher is not None and _publisher.pid == os.getpid():
+        _publisher.flush(timeout)
+
+
+def broadcast_message(payload: dict) -> dict:
+    """The group message for one lifecycle event: its WebSocket text, serialized once here.
+
+    Every dashboard socket of the tenant sends the same text; serializing it once per
+    event rather than once per socket (and handing each consumer one short string to
+    unpack instead of the whole event) is most of what a 200-socket fan-out costs the
+    web process. `event_id` lets the consumer track what it forwarded (the heartbeat's
+    drop check) without parsing the text."""
+    return {"type": BROADCAST_TYPE, "event_id": int(payload["id"]), "text": json.dumps(payload)}
+
+
 def tracking_event_send_rollback_unsafe(*, tenant_id: int, payload: dict) -> None:
     """Publish now, whatever becomes of the current transaction. Use the on_commit form:
-    this one may announce an event that then rolls back."""
-    layer = get_channel_layer()
-    if layer is None:
-        return
-    try:
-        async_to_sync(layer.group_send)(
-            tenant_group(tenant_id), {"type": BROADCAST_TYPE, "event": payload}
-        )
-    except Exception:
-        # The dashboard resyncs from /api/tracking/events; a lost broadcast must never
-        # fail the committed work that produced it.
-        logger.exception("tracking broadcast of event %s failed", payload.get("id"))
+    this one may announce an event that then rolls back. Returns once the event is handed
+    to this process's publisher thread, which sends events in the order given."""
+    _get_publisher().publish(tenant_group(tenant_id), broadcast_message(payload))
 
 
 def tracking_event_send_on_commit(*, tenant_id: int, payload: dict) -> None:

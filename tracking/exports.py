@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from django.db.models import QuerySet
 from django.http import StreamingHttpResponse
 
+from churnapp.csv_safety import csv_text_safe
 from interventions.models import Intervention
 from notifications.models import Message
 from tracking.models import (
@@ -161,7 +162,11 @@ def _cell(value) -> str:
     if isinstance(value, dt.datetime):
         return value.isoformat()
     if isinstance(value, dict | list):
+        # JSON text starts with { or [: never a formula.
         return json.dumps(value, separators=(",", ":"), default=str)
+    if isinstance(value, str):
+        return csv_text_safe(value)
+    # Numbers (a negative one starts with "-"), dates, booleans, UUIDs: not text.
     return str(value)
 
 

@@ -171,12 +171,19 @@ def _intervention_groups(tenant_id: int, period: Period) -> dict[str, list[dict]
         live = breakdown_select(intervention_rollup_select())
         facts += f" UNION ALL SELECT {cols} FROM ({live}) live WHERE day = ANY(%(missing)s)"
     sums = ", ".join(f"sum({c})::bigint AS {c}" for c in INTERVENTION_COUNTS)
-    # Only the overall rows carry latency histograms (see breakdown_select).
-    overall_only = "dimension = 'overall'"
-    hists = ", ".join(f"{hist_sum(h, where=overall_only)} AS {h}" for h in INTERVENTION_HISTOGRAMS)
+    # Only the overall rows carry latency histograms (see breakdown_select), so they are
+    # summed over those rows alone (two per day), not filtered out of every row: a year
+    # of breakdown rows times every bucket was most of a 365-day report's time.
+    hists = ", ".join(f"{hist_sum(h)} AS {h}" for h in INTERVENTION_HISTOGRAMS)
+    hist_cols = ", ".join(f"h.{h}" for h in INTERVENTION_HISTOGRAMS)
     sql = (
-        f"SELECT dimension, stage, value, is_holdout, {sums}, {hists} FROM ({facts}) f "
-        "GROUP BY dimension, stage, value, is_holdout"
+        f"WITH f AS MATERIALIZED ({facts}), "
+        f"h AS (SELECT is_holdout, {hists} FROM f WHERE dimension = 'overall' "
+        "GROUP BY is_holdout), "
+        f"g AS (SELECT dimension, stage, value, is_holdout, {sums} FROM f "
+        "GROUP BY dimension, stage, value, is_holdout) "
+        f"SELECT g.*, {hist_cols} FROM g LEFT JOIN h "
+        "ON g.dimension = 'overall' AND h.is_holdout = g.is_holdout"
     )
     groups: dict[str, list[dict]] = {name: [] for name in BREAKDOWNS}
     for row in _fetch(sql, params):

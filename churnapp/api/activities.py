@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import math
+
 import django_filters
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
 from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import generics, serializers, status
 from rest_framework.response import Response
@@ -31,6 +35,92 @@ class ActivityInputSerializer(serializers.Serializer):
     channel = serializers.CharField(max_length=16, required=False)
     value = serializers.FloatField(allow_null=True, required=False)
     payload = serializers.DictField(required=False)
+
+
+_KINDS = frozenset(ActivityKind.values)
+_DIRECTIONS = frozenset(Direction.values)
+_FIELD_LIMITS = {"lead_external_id": 128, "source_event_id": 200, "channel": 16}
+
+
+def _plain_text(value, limit: int) -> bool:
+    # What CharField accepts unchanged: a non-blank str, no surrounding whitespace (it
+    # would be trimmed), no NUL, within the limit. ASCII only, so no surrogates either.
+    return (
+        type(value) is str
+        and 0 < len(value) <= limit
+        and value.isascii()
+        and "\x00" not in value
+        and value == value.strip()
+    )
+
+
+def activity_inputs_fast(items: list) -> list[ActivityInput] | None:
+    """The items as ActivityInputSerializer would validate them, when every item is
+    plainly valid; None as soon as one is not, and the serializer then gives its errors.
+
+    Field by field DRF costs ~0.2 ms per item (a fifth of a second per 1,000-item
+    batch); this accepts a strict subset of what the serializer accepts and returns the
+    same values, so the API's answers do not change. It builds the service's inputs
+    directly (no dict per item in between)."""
+    out = []
+    append = out.append
+    # What DateTimeField.enforce_timezone converts to, looked up once: per item, the
+    # lookup (an asgiref Local under daphne) cost more than parsing the timestamp.
+    zone = timezone.get_current_timezone()
+    for item in items:
+        if type(item) is not dict:
+            return None
+        get = item.get
+        lead, kind, when, event = (
+            get("lead_external_id"),
+            get("kind"),
+            get("occurred_at"),
+            get("source_event_id"),
+        )
+        if not (
+            _plain_text(lead, 128)
+            and type(kind) is str
+            and kind in _KINDS
+            and _plain_text(event, 200)
+            and type(when) is str
+            and when == when.strip()
+        ):
+            return None
+        try:
+            parsed = parse_datetime(when)
+        except ValueError:
+            return None
+        if parsed is None or parsed.utcoffset() is None:  # None, or naive
+            return None
+        try:
+            occurred_at = parsed.astimezone(zone)
+        except OverflowError:  # the serializer names it
+            return None
+        if len(item) == 4:  # the four required fields only: nothing else to look at
+            append(ActivityInput(lead, kind, occurred_at, event))
+            continue
+        direction = channel = value = None
+        payload = {}
+        if "direction" in item:
+            direction = item["direction"]
+            if type(direction) is not str or direction not in _DIRECTIONS:
+                return None
+        if "channel" in item:
+            channel = item["channel"]
+            if not _plain_text(channel, 16):
+                return None
+        if "value" in item:
+            value = item["value"]
+            if value is not None:
+                if type(value) not in (int, float) or not math.isfinite(value):
+                    return None
+                value = float(value)
+        if "payload" in item:
+            payload = item["payload"]
+            if type(payload) is not dict or not all(type(k) is str for k in payload):
+                return None
+        append(ActivityInput(lead, kind, occurred_at, event, direction, channel, value, payload))
+    return out
 
 
 class ActivityOutputSerializer(serializers.ModelSerializer):
@@ -84,20 +174,23 @@ class ActivityBulkIngestView(APIView):
     )
     def post(self, request):
         items = batch_items(request.data, max_items=MAX_BATCH)
-        validated = items_validate(ActivityInputSerializer, items, "activities")
-        result = activities_ingest(
-            tenant=request.tenant, items=[ActivityInput(**item) for item in validated]
-        )
+        inputs = activity_inputs_fast(items)
+        if inputs is None:
+            validated = items_validate(ActivityInputSerializer, items, "activities")
+            inputs = [ActivityInput(**item) for item in validated]
+        result = activities_ingest(tenant=request.tenant, items=inputs)
+        # Plain data already in the output's shape (ActivityBulkOutputSerializer
+        # documents it): serializing 1,000 items field by field cost as much again.
         body = {
             "created": result.created,
             "duplicates": result.duplicates,
             "items": [
-                {"index": i, "source_event_id": item["source_event_id"], "status": s}
-                for i, (item, s) in enumerate(zip(validated, result.statuses, strict=True))
+                {"index": i, "source_event_id": item.source_event_id, "status": s}
+                for i, (item, s) in enumerate(zip(inputs, result.statuses, strict=True))
             ],
         }
         return Response(
-            ActivityBulkOutputSerializer(body).data,
+            body,
             status=status.HTTP_201_CREATED if result.created else status.HTTP_200_OK,
         )
 

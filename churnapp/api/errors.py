@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.core.exceptions import PermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
-from django.db import OperationalError
+from django.db import InterfaceError, OperationalError
 from django.http import Http404, JsonResponse
 from django.views import defaults
 from rest_framework import exceptions, status
@@ -31,6 +31,16 @@ def error_response(
     return Response(body, status=status_code, headers=headers)
 
 
+# deadlock_detected, serialization_failure, lock_not_available
+CONCURRENCY_SQLSTATES = frozenset({"40P01", "40001", "55P03"})
+
+
+def _sqlstate(exc: Exception) -> str | None:
+    """The PostgreSQL SQLSTATE behind a Django database error (the driver's, which Django
+    keeps as the cause)."""
+    return getattr(exc.__cause__, "pgcode", None)
+
+
 def api_exception_handler(exc, context):
     if isinstance(exc, ApplicationError):
         return error_response(
@@ -44,8 +54,20 @@ def api_exception_handler(exc, context):
         exc = exceptions.NotFound()
     elif isinstance(exc, PermissionDenied):
         exc = exceptions.PermissionDenied()
-    elif isinstance(exc, OperationalError):
-        # The database is unreachable: a clear, retryable answer instead of a 500.
+    elif isinstance(exc, OperationalError) and _sqlstate(exc) in CONCURRENCY_SQLSTATES:
+        # Another request's transaction held the same rows (a deadlock, a serialization
+        # failure, a lock wait cut short): ours rolled back whole. The database is fine,
+        # and the same request, sent again, is expected to succeed.
+        return error_response(
+            status_code=status.HTTP_409_CONFLICT,
+            code="conflict",
+            message="A concurrent write to the same rows conflicted; nothing was written. "
+            "Retry the request.",
+            headers={"Retry-After": "1"},
+        )
+    elif isinstance(exc, OperationalError | InterfaceError):
+        # The database is unreachable or dropped the connection mid-request (the
+        # transaction rolled back: nothing was written): a clear, retryable answer.
         return error_response(
             status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
             code="service_unavailable",

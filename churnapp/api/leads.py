@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import django_filters
 from django.db.models import Q
+from django.utils import timezone
 from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import generics, serializers, status
 from rest_framework.response import Response
@@ -203,7 +204,11 @@ class LeadUpsertView(APIView):
     def put(self, request):
         serializer = LeadInputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        lead, created = lead_upsert(tenant=request.tenant, **serializer.validated_data)
+        # The caller sends the CRM's state as of now: a contact webhook about an earlier
+        # change that arrives later is then not applied over it.
+        lead, created = lead_upsert(
+            tenant=request.tenant, crm_state_at=timezone.now(), **serializer.validated_data
+        )
         lead = selectors.lead_get(tenant=request.tenant, lead_id=lead.pk)
         return Response(
             LeadOutputSerializer(lead).data,
@@ -262,7 +267,11 @@ class LeadBulkUpsertView(APIView):
                 f"{len(errors)} of {len(items)} leads are invalid; nothing was stored.",
                 details={"items": dict(sorted(errors.items(), key=lambda kv: int(kv[0])))},
             )
-        outcomes = leads_bulk_upsert(tenant=request.tenant, items=[data for _, data in valid])
+        outcomes = leads_bulk_upsert(
+            tenant=request.tenant,
+            items=[data for _, data in valid],
+            crm_state_at=timezone.now(),
+        )
         body = {
             "created": sum(o.created for o in outcomes),
             "updated": sum(not o.created for o in outcomes),

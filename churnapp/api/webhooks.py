@@ -11,13 +11,8 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from churnapp.api.common import error_responses
-from churnapp.exceptions import ApplicationError
+from churnapp.exceptions import PayloadTooLargeError, content_type_require
 from churnapp.services.webhooks import ED25519_HEADER, RSA_HEADER, ghl_webhook_receive
-
-
-class PayloadTooLarge(ApplicationError):
-    status_code = 413
-    code = "payload_too_large"
 
 
 class WebhookAcceptedSerializer(serializers.Serializer):
@@ -34,7 +29,9 @@ class GhlWebhookView(APIView):
     The raw body must carry a valid `x-ghl-signature` (Ed25519) or legacy
     `x-wh-signature` (RSA-SHA256). The event is stored and answered 200 at once; a
     worker applies it. A repeated `webhookId` is answered 200 with status "duplicate"
-    (GHL stops retrying) and is not stored again. Every refusal stores nothing.
+    (GHL stops retrying) and is not stored again. Every refusal stores nothing: a body
+    that is not application/json (415), too large (413), malformed or nested deeper
+    than 32 levels (400).
     """
 
     authentication_classes: list = []
@@ -48,14 +45,20 @@ class GhlWebhookView(APIView):
             OpenApiParameter(ED25519_HEADER, str, OpenApiParameter.HEADER, required=False),
             OpenApiParameter(RSA_HEADER, str, OpenApiParameter.HEADER, required=False),
         ],
-        responses={200: WebhookAcceptedSerializer, **error_responses(400, 401, 403, 404, 413, 503)},
+        responses={
+            200: WebhookAcceptedSerializer,
+            **error_responses(400, 401, 403, 404, 413, 415, 503),
+        },
     )
     def post(self, request, tenant_slug: str):
+        content_type_require(request.content_type, "application/json")
         try:
             # The signature covers the exact bytes GHL sent, never re-serialized JSON.
             body = request.body
         except RequestDataTooBig:
-            raise PayloadTooLarge("The webhook body exceeds the size limit; nothing was stored.")
+            raise PayloadTooLargeError(
+                "The webhook body exceeds the size limit; nothing was stored."
+            )
         receipt = ghl_webhook_receive(
             tenant_slug=tenant_slug, body=body, headers=dict(request.headers)
         )

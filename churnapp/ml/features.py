@@ -152,6 +152,30 @@ class RawFeatures:
             ),
         )
 
+    @classmethod
+    def from_arrays(
+        cls,
+        *,
+        lead_ids: np.ndarray,
+        stages: list[str],
+        sources: list[str],
+        agent_ids: list,
+        raw: np.ndarray,
+        agent_response_hours: dict[str, float] | None = None,
+    ) -> RawFeatures:
+        hours = agent_response_hours or {}
+        return cls(
+            lead_ids=lead_ids,
+            stages=stages,
+            sources=sources,
+            agent_ids=agent_ids,
+            raw=raw,
+            agent_hours=np.array(
+                [hours.get(str(a), np.nan) if a is not None else np.nan for a in agent_ids],
+                dtype=np.float64,
+            ),
+        )
+
     def take(self, mask: np.ndarray) -> RawFeatures:
         idx = np.flatnonzero(mask)
         return RawFeatures(

@@ -19,8 +19,8 @@ MANAGERS_GROUP = "Managers"
 # Apps whose models a tenant manager works with in the admin; the admin classes keep
 # each manager inside their own tenant.
 MANAGER_APPS = ("churnapp", "notifications", "interventions", "tracking")
-# Schedules are global rows (not per tenant): managers may view and retime or pause
-# them, not create or delete jobs.
+# Schedules are global rows (not per tenant): pausing or retiming one would act on every
+# tenant, so a tenant's manager may only view them; operators (superusers) change them.
 SCHEDULE_APP = "django_celery_beat"
 # Tenants are created by operators (`tenant_create`), not by a tenant's own manager.
 WITHHELD_CODENAMES = ("add_tenant", "delete_tenant")
@@ -43,7 +43,7 @@ def managers_group_sync() -> Group:
         Q(content_type__app_label__in=MANAGER_APPS)
         | Q(
             content_type__app_label=SCHEDULE_APP,
-            codename__regex=r"^(view|change)_",
+            codename__startswith="view_",
         )
     ).exclude(content_type__app_label="churnapp", codename__in=WITHHELD_CODENAMES)
     group.permissions.set(permissions)

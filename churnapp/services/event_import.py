@@ -231,7 +231,11 @@ def _lead_clocks_from_import(raw, tenant_id: int) -> None:
 
 
 def events_csv_write(events: Iterable[SyntheticEvent], out: IO[str]) -> int:
-    """Write events in the import format (lead_external_id, occurred_at, kind, value)."""
+    """Write events in the import format (lead_external_id, occurred_at, kind, value).
+
+    Not formula-neutralised, on purpose: this file is read back by `churn_import_events`,
+    which must get the ids exactly as written (an apostrophe would become part of the id),
+    and its ids come from the simulator's generator, not from outside."""
     writer = csv.writer(out)
     writer.writerow(["lead_external_id", "occurred_at", "kind", "value"])
     n = 0

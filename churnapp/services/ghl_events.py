@@ -91,19 +91,44 @@ def _custom_fields(payload: dict, current: dict) -> dict | None:
     return merged
 
 
+def _contact_changed_at(payload: dict) -> dt.datetime | None:
+    """When the CRM changed the contact: its `dateUpdated` if the event carries one,
+    else the event's own timestamp (the receiver checked it parses)."""
+    for key in ("dateUpdated", "timestamp"):
+        if payload.get(key):
+            try:
+                return timestamp_parse(payload[key])
+            except ValueError:
+                continue
+    return None
+
+
+def _lead_lock(tenant: Tenant, contact_id: str) -> tuple[Lead, bool]:
+    """The contact's lead, locked, and whether it is new: a bare one is created first
+    (concurrent events for a new contact then queue on its row instead of racing)."""
+    lead = Lead.objects.select_for_update().filter(tenant=tenant, external_id=contact_id).first()
+    if lead is not None:
+        return lead, False
+    _, created = lead_upsert(tenant=tenant, external_id=contact_id)
+    return Lead.objects.select_for_update().get(tenant=tenant, external_id=contact_id), created
+
+
 @transaction.atomic
 def _contact_upsert(tenant: Tenant, event_type: str, payload: dict) -> EventOutcome:
     contact_id = payload.get("id") or payload.get("contactId")
     if not contact_id or not isinstance(contact_id, str):
         raise ApplicationError(f"{event_type} carries no contact id.")
-    current = (
-        Lead.objects.select_for_update()
-        .filter(tenant=tenant, external_id=contact_id)
-        .values_list("custom_fields", flat=True)
-        .first()
-    )
+    changed_at = _contact_changed_at(payload)
+    lead, created = _lead_lock(tenant, contact_id)
+    if changed_at is not None and lead.crm_updated_at is not None:
+        if changed_at < lead.crm_updated_at:
+            return EventOutcome(
+                False,
+                f"{event_type} of {changed_at.isoformat()} is older than the contact's "
+                f"state of {lead.crm_updated_at.isoformat()}: not applied",
+            )
     raw = _contact_raw_fields(payload)
-    merged = _custom_fields(payload, current or {})
+    merged = _custom_fields(payload, lead.custom_fields or {})
     if merged is not None:
         raw["custom_fields"] = merged
     _, errors = lead_fields_clean(tenant=tenant, fields=raw)
@@ -116,7 +141,9 @@ def _contact_upsert(tenant: Tenant, event_type: str, payload: dict) -> EventOutc
         notes.append(f"assignedTo {raw['assigned_agent_ghl_user_id']!r} is no known agent")
         del errors["assigned_agent_ghl_user_id"]
     notes += [f"{name} skipped: {problem}" for name, problem in errors.items()]
-    lead, created = lead_upsert(tenant=tenant, external_id=contact_id, **update)
+    lead, _ = lead_upsert(tenant=tenant, external_id=contact_id, **update)
+    if changed_at is not None:
+        Lead.objects.filter(pk=lead.pk).update(crm_updated_at=changed_at)
     action = "created" if created else "updated"
     return EventOutcome(True, "; ".join([f"lead {lead.pk} {action}", *notes]))
 

@@ -223,13 +223,20 @@ def leads_bulk_clean(
 
 
 def leads_bulk_upsert(
-    *, tenant: Tenant, items: Sequence[Mapping[str, Any]]
+    *,
+    tenant: Tenant,
+    items: Sequence[Mapping[str, Any]],
+    crm_state_at: dt.datetime | None = None,
 ) -> list[LeadUpsertOutcome]:
     """Create or update up to MAX_BATCH leads by external id, all or nothing.
 
     Each item is a mapping with `external_id` and any of WRITABLE_FIELDS. Every item is
     validated first; if any is invalid, ApplicationError lists the errors per item
     index and per field, and nothing is written.
+
+    `crm_state_at`: the instant of the CRM's state these items carry (the API passes the
+    time of the call). Each lead's `crm_updated_at` moves forward to it, so a contact
+    webhook about an earlier change, delivered late, is not applied over this write.
     """
     if len(items) > MAX_BATCH:
         raise ApplicationError(f"At most {MAX_BATCH} leads per request.", code="batch_too_large")
@@ -243,7 +250,7 @@ def leads_bulk_upsert(
         )
     for attempt in range(3):
         try:
-            return _write(tenant=tenant, prepared=prepared)
+            return _write(tenant=tenant, prepared=prepared, crm_state_at=crm_state_at)
         except IntegrityError:
             # Another request created one of these leads between our SELECT and INSERT;
             # the next attempt finds it and updates it instead.
@@ -253,7 +260,9 @@ def leads_bulk_upsert(
 
 
 @transaction.atomic
-def _write(*, tenant: Tenant, prepared: list[tuple[str, dict]]) -> list[LeadUpsertOutcome]:
+def _write(
+    *, tenant: Tenant, prepared: list[tuple[str, dict]], crm_state_at: dt.datetime | None
+) -> list[LeadUpsertOutcome]:
     now = timezone.now()
     existing = {
         lead.external_id: lead
@@ -269,6 +278,7 @@ def _write(*, tenant: Tenant, prepared: list[tuple[str, dict]]) -> list[LeadUpse
         lead = existing.get(external_id)
         if lead is None:
             lead = Lead(tenant=tenant, external_id=external_id, **fields)
+            lead.crm_updated_at = crm_state_at
             to_create.append(lead)
             outcomes.append(LeadUpsertOutcome(lead=lead, created=True))
         else:
@@ -276,6 +286,11 @@ def _write(*, tenant: Tenant, prepared: list[tuple[str, dict]]) -> list[LeadUpse
                 setattr(lead, attr, value)
             lead.updated_at = now
             update_fields.update(fields)
+            if crm_state_at is not None and (
+                lead.crm_updated_at is None or lead.crm_updated_at < crm_state_at
+            ):
+                lead.crm_updated_at = crm_state_at
+                update_fields.add("crm_updated_at")
             to_update.append(lead)
             outcomes.append(LeadUpsertOutcome(lead=lead, created=False))
     if to_create:
@@ -287,12 +302,21 @@ def _write(*, tenant: Tenant, prepared: list[tuple[str, dict]]) -> list[LeadUpse
     return outcomes
 
 
-def lead_upsert(*, tenant: Tenant, external_id: str, **fields: Any) -> tuple[Lead, bool]:
+def lead_upsert(
+    *,
+    tenant: Tenant,
+    external_id: str,
+    crm_state_at: dt.datetime | None = None,
+    **fields: Any,
+) -> tuple[Lead, bool]:
     """Create or update one lead by external id: (lead, created). Fields as in
-    WRITABLE_FIELDS; ApplicationError with per-field details when invalid."""
+    WRITABLE_FIELDS; ApplicationError with per-field details when invalid.
+    `crm_state_at` as in leads_bulk_upsert."""
     try:
         (outcome,) = leads_bulk_upsert(
-            tenant=tenant, items=[{"external_id": external_id, **fields}]
+            tenant=tenant,
+            items=[{"external_id": external_id, **fields}],
+            crm_state_at=crm_state_at,
         )
     except ApplicationError as exc:
         item_errors = (

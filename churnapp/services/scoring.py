@@ -36,6 +36,7 @@ CHUNK_SIZE = 5000
 # claimed again; well above the time one chunk takes.
 STALE_CLAIM = dt.timedelta(minutes=15)
 AGENT_HOURS_TTL = 300.0
+AGENT_HOURS_COMPUTED_TTL = 3600.0
 
 LEAD = Lead._meta.db_table
 ASSESSMENT = RiskAssessment._meta.db_table
@@ -112,7 +113,7 @@ def _agent_hours(*, tenant_id: int, as_of: dt.datetime, fresh: bool = False) -> 
     tenant that never had a run computes them here, cached for minutes."""
     if not fresh:
         cached = _agent_hours_cache.get(tenant_id)
-        if cached and time.monotonic() - cached[0] < AGENT_HOURS_TTL:
+        if cached and time.monotonic() < cached[0]:
             return cached[1]
         last = (
             ScoringRun.objects.filter(tenant_id=tenant_id, as_of__lte=as_of)
@@ -121,10 +122,13 @@ def _agent_hours(*, tenant_id: int, as_of: dt.datetime, fresh: bool = False) -> 
             .first()
         )
         if last:  # from the past, so no leak; at most a run old
-            _agent_hours_cache[tenant_id] = (time.monotonic(), last[0])
+            _agent_hours_cache[tenant_id] = (time.monotonic() + AGENT_HOURS_TTL, last[0])
             return last[0]
+    # Computed here (a tenant without a run yet): a tenant-wide scan that takes seconds
+    # on a large tenant, so kept as long as a run's figures would be (the next hourly
+    # run replaces it) rather than paid again by a real-time rescore every few minutes.
     hours = risk_selectors.agent_response_hours(tenant_id=tenant_id, as_of=as_of)
-    _agent_hours_cache[tenant_id] = (time.monotonic(), hours)
+    _agent_hours_cache[tenant_id] = (time.monotonic() + AGENT_HOURS_COMPUTED_TTL, hours)
     return hours
 
 

@@ -7,7 +7,6 @@ import base64
 import binascii
 import datetime as dt
 import functools
-import json
 import logging
 from dataclasses import dataclass
 
@@ -26,7 +25,7 @@ from churnapp.exceptions import (
     WebhookRejected,
 )
 from churnapp.models import Tenant, WebhookEvent, WebhookStatus
-from churnapp.normalize import timestamp_parse
+from churnapp.normalize import json_loads_bounded, timestamp_parse
 
 logger = logging.getLogger(__name__)
 
@@ -99,9 +98,9 @@ def ghl_signature_verify(*, body: bytes, headers: dict[str, str]) -> str:
 
 def _payload_parse(body: bytes) -> dict:
     try:
-        payload = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ApplicationError(f"The body is not valid JSON: {exc}", code="parse_error")
+        payload = json_loads_bounded(body)
+    except ValueError as exc:
+        raise ApplicationError(f"The body is not acceptable JSON: {exc}", code="parse_error")
     if not isinstance(payload, dict):
         raise ApplicationError("The body must be a JSON object.", code="parse_error")
     missing = [f for f in REQUIRED_FIELDS if payload.get(f) in (None, "")]
@@ -146,7 +145,7 @@ def ghl_webhook_receive(
     Errors (each stores nothing): WebhookRejected (401: bad or missing signature, stale
     or future timestamp), NotFoundError (unknown tenant), ApplicationError (400:
     malformed JSON, missing fields), ForbiddenError (403: locationId of another
-    location). A repeated webhookId is not an error: the stored event is returned with
+    location, or the tenant has no GHL location id). A repeated webhookId is not an error: the stored event is returned with
     duplicate=True so the caller answers 200 and GHL stops retrying.
     """
     # The signature first: an unsigned caller learns nothing, not even which slugs exist.
@@ -156,7 +155,15 @@ def ghl_webhook_receive(
         raise NotFoundError(f"No active tenant {tenant_slug!r}.")
     payload = _payload_parse(body)
     _freshness_check(payload["timestamp"], timezone.now())
-    if tenant.ghl_location_id and payload["locationId"] != tenant.ghl_location_id:
+    if not tenant.ghl_location_id:
+        # GHL signs every account's deliveries with the same key: without a location to
+        # match, any GHL account could point its webhooks here and write into this tenant.
+        raise ForbiddenError(
+            f"Tenant {tenant.slug!r} has no GHL location id; set it (admin or "
+            "`tenant_create --ghl-location-id`) before receiving GHL webhooks.",
+            code="location_not_configured",
+        )
+    if payload["locationId"] != tenant.ghl_location_id:
         raise ForbiddenError(
             f"locationId {payload['locationId']!r} does not belong to tenant {tenant.slug!r}.",
             code="location_mismatch",
@@ -175,9 +182,12 @@ def _store(*, tenant: Tenant, payload: dict, scheme: str) -> WebhookReceipt:
                 payload=payload,
                 signature_scheme=scheme,
             )
-            transaction.on_commit(lambda: _enqueue(event.pk))
+            # robust: the event is stored; if the broker is down, the sweeper enqueues it.
+            transaction.on_commit(lambda: _enqueue(event.pk), robust=True)
     except IntegrityError:
-        existing = WebhookEvent.objects.get(provider=PROVIDER_GHL, webhook_id=payload["webhookId"])
+        existing = WebhookEvent.objects.get(
+            tenant=tenant, provider=PROVIDER_GHL, webhook_id=payload["webhookId"]
+        )
         return WebhookReceipt(event=existing, duplicate=True)
     return WebhookReceipt(event=event, duplicate=False)
 
@@ -237,7 +247,7 @@ def webhook_event_reprocess(*, webhook_event: WebhookEvent) -> WebhookEvent:
         WebhookEvent.objects.filter(pk=webhook_event.pk).update(
             status=WebhookStatus.RECEIVED, processed_at=None, error=""
         )
-        transaction.on_commit(lambda: _enqueue(webhook_event.pk))
+        transaction.on_commit(lambda: _enqueue(webhook_event.pk), robust=True)
     webhook_event.refresh_from_db()
     return webhook_event
 

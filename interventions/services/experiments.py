@@ -8,11 +8,13 @@ import random
 from decimal import Decimal
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import connection
 from django.db.models import F
 
 from churnapp.models import Lead
 from interventions.models import InterventionPolicy, LeadCohort, MessageVariant, VariantMode
+
+COHORT = LeadCohort._meta.db_table
 
 
 def lead_hash(*, tenant_id: int, lead_id: int) -> float:
@@ -23,23 +25,37 @@ def lead_hash(*, tenant_id: int, lead_id: int) -> float:
 
 
 def cohort_assign(*, lead: Lead, policy: InterventionPolicy) -> LeadCohort:
-    """The lead's experiment arm, assigned once and kept for the lead's life."""
-    existing = LeadCohort.objects.filter(lead=lead).first()
-    if existing is not None:
-        return existing
+    """The lead's experiment arm, assigned once and kept for the lead's life.
+
+    One statement for a lead seen the first time (INSERT ... ON CONFLICT DO NOTHING, no
+    savepoint: a concurrent or earlier assignment is not an error), a second one only to
+    read the arm that already stands."""
     value = lead_hash(tenant_id=lead.tenant_id, lead_id=lead.id)
     percent = Decimal(policy.holdout_percent)
-    try:
-        with transaction.atomic():
-            return LeadCohort.objects.create(
-                tenant_id=lead.tenant_id,
-                lead=lead,
-                is_holdout=value < float(percent) / 100.0,
-                holdout_percent=percent,
-                hash_value=value,
-            )
-    except IntegrityError:  # assigned concurrently; the first one stands
+    is_holdout = value < float(percent) / 100.0
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""
+            INSERT INTO {COHORT} (tenant_id, lead_id, is_holdout, holdout_percent, hash_value,
+                                  assigned_at)
+            VALUES (%s, %s, %s, %s, %s, now())
+            ON CONFLICT (lead_id) DO NOTHING
+            RETURNING id, assigned_at
+            """,
+            [lead.tenant_id, lead.id, is_holdout, percent, value],
+        )
+        row = cursor.fetchone()
+    if row is None:  # assigned before (or concurrently): the first one stands
         return LeadCohort.objects.get(lead=lead)
+    return LeadCohort(
+        id=row[0],
+        tenant_id=lead.tenant_id,
+        lead=lead,
+        is_holdout=is_holdout,
+        holdout_percent=percent,
+        hash_value=value,
+        assigned_at=row[1],
+    )
 
 
 def variant_choose(

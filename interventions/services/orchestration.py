@@ -8,6 +8,7 @@ import random
 from collections.abc import Iterable
 
 from django.db import transaction
+from django.db.models import Case, Value, When
 from django.utils import timezone
 
 from churnapp.exceptions import ApplicationError
@@ -27,9 +28,10 @@ from interventions.models import (
     StagePolicy,
     StepStatus,
 )
-from interventions.selectors import lead_sends_since
+from interventions.selectors import lead_sends_in_windows
+from interventions.services.dispatch import planned_sends_dispatch_on_commit, sends_published
 from interventions.services.experiments import cohort_assign, variant_choose, variant_record_result
-from interventions.services.policy import policy_ensure
+from interventions.services.policy import policy_ensure, stage_policy_active
 from interventions.signals import intervention_changed
 from notifications.models import MessageStatus
 from notifications.services import message_cancel, message_request
@@ -86,7 +88,9 @@ def _emit(intervention: Intervention, event: str, previous_status: str, **detail
     )
 
 
-@transaction.atomic
+# No savepoint: it runs inside the scoring transaction (a receiver of risk_assessed),
+# and an error here propagates and rolls that whole transaction back anyway.
+@transaction.atomic(savepoint=False)
 def intervention_on_risk(
     *,
     tenant_id: int,
@@ -116,8 +120,19 @@ def intervention_on_risk(
     if lead is None or lead.status != LeadStatus.ACTIVE or lead.deleted_at is not None:
         return None
     now = timezone.now()
-    policy = policy_ensure(tenant=lead.tenant)
-    current = Intervention.objects.filter(lead=lead, status__in=OPEN_STATUSES).first()
+    stage_policy = stage_policy_active(tenant=lead.tenant, stage=stage)
+    policy = stage_policy.policy
+    # The open intervention if there is one (at most one per lead), else the latest.
+    last = (
+        Intervention.objects.filter(lead=lead)
+        .order_by(
+            Case(When(status__in=OPEN_STATUSES, then=Value(0)), default=Value(1)),
+            "-episode",
+            "-stage",
+        )
+        .first()
+    )
+    current = last if last is not None and last.status in OPEN_STATUSES else None
     if current is not None:
         if current.stage >= stage:
             return None
@@ -134,8 +149,8 @@ def intervention_on_risk(
             reasons=reasons,
             detected_at=assessed_at or now,
             now=now,
+            stage_policy=stage_policy,
         )
-    last = Intervention.objects.filter(lead=lead).order_by("-episode", "-stage").first()
     if last is not None and last.resolved_at is not None and stage <= last.stage:
         cooldown = last.policy.stages.get(stage=last.stage).cooldown_hours
         if last.resolved_at + dt.timedelta(hours=cooldown) > now:
@@ -152,6 +167,7 @@ def intervention_on_risk(
         reasons=reasons,
         detected_at=assessed_at or now,
         now=now,
+        stage_policy=stage_policy,
     )
 
 
@@ -168,8 +184,10 @@ def _start(
     reasons: list | None,
     detected_at: dt.datetime,
     now: dt.datetime,
+    stage_policy: StagePolicy | None = None,
 ) -> Intervention:
-    stage_policy = policy.stages.get(stage=stage)
+    if stage_policy is None:
+        stage_policy = policy.stages.get(stage=stage)
     cohort = cohort_assign(lead=lead, policy=policy)
     rng = random.Random(f"{lead.id}:{episode}:{stage}")
     variant = None if cohort.is_holdout else variant_choose(policy=policy, stage=stage, rng=rng)
@@ -221,12 +239,14 @@ def _plan_steps(
 ) -> int:
     """Create the steps and their Messages (the outbox) in this transaction. Returns the
     number of messages requested; every other step is recorded as skipped with a reason."""
-    day_sends = lead_sends_since(lead=lead, since=now - dt.timedelta(days=1))
-    week_sends = lead_sends_since(lead=lead, since=now - dt.timedelta(days=7))
+    day_sends, week_sends = lead_sends_in_windows(
+        lead=lead, now=now, windows=(dt.timedelta(days=1), dt.timedelta(days=7))
+    )
     week_by_channel = week_sends.by_channel
     day_count, week_count = day_sends.total, week_sends.total
     lead_zone = zone(lead.timezone, lead.tenant.timezone)
     requested = 0
+    planned: list[int] = []
     for position, step in enumerate(stage_policy.channel_plan, start=1):
         channel, to = step["channel"], step.get("to", Recipient.LEAD)
         agent = lead.assigned_agent if to == Recipient.AGENT else None
@@ -252,27 +272,28 @@ def _plan_steps(
                 now, lead_zone, policy.quiet_hours_start, policy.quiet_hours_end
             )
             not_before = release if release > now else None
+        # message_request is atomic itself (a savepoint here): a template or
+        # configuration problem rolls back its own writes and skips this step with its
+        # reason instead of failing the assessment that triggered it.
         try:
-            # A savepoint: a template or configuration problem skips this step with its
-            # reason instead of failing the assessment that triggered it.
-            with transaction.atomic():
-                message = message_request(
-                    tenant=lead.tenant,
-                    channel=channel,
-                    lead=lead,
-                    agent=agent,
-                    template_key=f"stage{intervention.stage}",
-                    variant=intervention.variant.key if intervention.variant else "A",
-                    context={
-                        "stage": intervention.stage,
-                        "risk_reasons": reasons,
-                        "episode": intervention.episode,
-                    },
-                    idempotency_key=f"iv:{lead.id}:{intervention.episode}:{intervention.stage}:{position}",
-                    fallback_channels=list(step.get("fallback", [])),
-                    not_before=not_before,
-                    metadata={"intervention_id": intervention.id, "step": position},
-                )
+            message = message_request(
+                tenant=lead.tenant,
+                channel=channel,
+                lead=lead,
+                agent=agent,
+                template_key=f"stage{intervention.stage}",
+                variant=intervention.variant.key if intervention.variant else "A",
+                context={
+                    "stage": intervention.stage,
+                    "risk_reasons": reasons,
+                    "episode": intervention.episode,
+                },
+                idempotency_key=f"iv:{lead.id}:{intervention.episode}:{intervention.stage}:{position}",
+                fallback_channels=list(step.get("fallback", [])),
+                not_before=not_before,
+                metadata={"intervention_id": intervention.id, "step": position},
+                enqueue=False,
+            )
         except ApplicationError as exc:
             _step_skip(intervention, position, channel, to, f"cannot send: {exc.message}")
             continue
@@ -286,10 +307,14 @@ def _plan_steps(
             not_before=not_before,
         )
         requested += 1
+        planned.append(message.pk)
         if to == Recipient.LEAD:
             day_count += 1
             week_count += 1
             week_by_channel[channel] = week_by_channel.get(channel, 0) + 1
+    # Sent together with every other message this transaction plans, after it commits
+    # (interventions.services.dispatch: here in a worker when few, else batch tasks).
+    planned_sends_dispatch_on_commit(message_ids=planned)
     return requested
 
 
@@ -374,12 +399,39 @@ def intervention_resolve(
     return locked
 
 
-@transaction.atomic
-def interventions_on_activity(*, tenant_id: int, activity_ids: Iterable[int]) -> int:
+@transaction.atomic(savepoint=False)  # runs inside the ingest's transaction
+def interventions_on_activity(
+    *, tenant_id: int, activity_ids: Iterable[int], lead_ids: Iterable[int] | None = None
+) -> int:
     """Inbound activity: a conversion or a reply ends the open intervention at once
-    (stop on reply); other re-engagement marks it engaged. Both arms alike."""
+    (stop on reply); other re-engagement marks it engaged. Both arms alike.
+
+    `lead_ids` (the leads with inbound activity among them), when given, narrows the
+    work to those leads."""
+    # The open interventions first, in one query: most leads of a batch have none, and
+    # then their activities need not be read back at all. A lead has at most one open
+    # intervention (constraint); rows are locked in id order so that concurrent
+    # batches cannot deadlock.
+    activity_ids = list(activity_ids)
+    open_interventions = Intervention.objects.select_for_update(of=("self",)).select_related(
+        "policy"
+    )
+    if lead_ids is None:
+        lead_ids = LeadActivity.objects.filter(
+            tenant_id=tenant_id, id__in=activity_ids
+        ).values_list("lead_id", flat=True)
+    by_lead = {
+        i.lead_id: i
+        for i in open_interventions.filter(
+            tenant_id=tenant_id, lead_id__in=list(lead_ids), status__in=OPEN_STATUSES
+        ).order_by("pk")
+    }
+    if not by_lead:
+        return 0
     rows = (
-        LeadActivity.objects.filter(tenant_id=tenant_id, id__in=list(activity_ids))
+        LeadActivity.objects.filter(
+            tenant_id=tenant_id, id__in=activity_ids, lead_id__in=list(by_lead)
+        )
         .values_list("lead_id", "kind", "occurred_at", "payload")
         .order_by("occurred_at")
     )
@@ -392,11 +444,8 @@ def interventions_on_activity(*, tenant_id: int, activity_ids: Iterable[int]) ->
         per_lead.setdefault(lead_id, []).append((kind, occurred_at))
     changed = 0
     now = timezone.now()
-    for lead_id in sorted(per_lead):
-        intervention = _locked_open(lead_id)
-        if intervention is None:
-            continue
-        events = [(k, t) for k, t in per_lead[lead_id] if t >= intervention.planned_at]
+    for lead_id, intervention in by_lead.items():
+        events = [(k, t) for k, t in per_lead.get(lead_id, []) if t >= intervention.planned_at]
         kinds = {k for k, _ in events}
         if kinds & CONVERSION_KINDS:
             _resolve(intervention, Outcome.CONVERTED, "the lead converted", now)
@@ -469,7 +518,8 @@ def interventions_evaluate_due(*, now: dt.datetime | None = None, limit: int = 5
     now = now or timezone.now()
     done = 0
     while done < limit:
-        with transaction.atomic():
+        # Escalations' sends are published (batch tasks), not sent in place one by one.
+        with sends_published(), transaction.atomic():
             intervention = (
                 Intervention.objects.select_for_update(skip_locked=True, of=("self",), no_key=True)
                 .select_related("lead", "lead__tenant", "lead__assigned_agent", "policy")

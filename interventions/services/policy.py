@@ -74,6 +74,24 @@ def policy_ensure(*, tenant: Tenant) -> InterventionPolicy:
     return policy
 
 
+def stage_policy_active(*, tenant: Tenant, stage: int) -> StagePolicy:
+    """The stage of the tenant's active policy, with that policy joined: one read on the
+    detection path. The tenant's first call creates the default policy. No row lock: an
+    intervention planned while a new version is being published keeps the version it
+    read, as interventions planned before the publication do."""
+    stage_policy = (
+        StagePolicy.objects.select_related("policy")
+        .filter(policy__tenant=tenant, policy__is_active=True, stage=stage)
+        .order_by("policy_id")
+        .first()
+    )
+    if stage_policy is None:
+        policy = policy_ensure(tenant=tenant)
+        stage_policy = policy.stages.get(stage=stage)
+        stage_policy.policy = policy
+    return stage_policy
+
+
 def stage_plan_validate(channel_plan: list) -> list[str]:
     """Problems with a stage's channel plan, in words a manager can act on."""
     problems: list[str] = []

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 from django.conf import settings
 from django.db import transaction
 from django.http import HttpResponse
@@ -14,8 +12,9 @@ from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from churnapp.exceptions import ApplicationError, NotFoundError
+from churnapp.exceptions import ApplicationError, NotFoundError, content_type_require
 from churnapp.models import Lead, Tenant
+from churnapp.normalize import json_loads_bounded
 from notifications.models import Channel, ChannelConfig, Message, PushSubscription
 from notifications.services.callbacks import (
     message_engagement_record,
@@ -115,9 +114,15 @@ class PushSubscriptionDeleteApi(APIView):
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
+# Twilio posts application/x-www-form-urlencoded; multipart carries the same fields.
+FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
+
+
 class _PublicCallbackApi(APIView):
     authentication_classes: list = []
     permission_classes = [AllowAny]
+    # Provider callbacks are not the API's clients: no per-key limit applies to them.
+    throttle_classes: list = []
 
     def signed_url(self, request) -> str:
         # The URL the provider signed is our public one, not what a proxy forwarded.
@@ -129,6 +134,7 @@ class TwilioStatusCallbackApi(_PublicCallbackApi):
 
     @extend_schema(request=None, responses={204: None})
     def post(self, request, tenant_slug: str):
+        content_type_require(request.content_type, *FORM_TYPES)
         tenant = _tenant(tenant_slug)
         params = {key: request.POST.get(key) for key in request.POST}
         twilio_verify(
@@ -148,6 +154,7 @@ class TwilioInboundSmsApi(_PublicCallbackApi):
 
     @extend_schema(request=None, responses={200: None})
     def post(self, request, tenant_slug: str):
+        content_type_require(request.content_type, *FORM_TYPES)
         tenant = _tenant(tenant_slug)
         params = {key: request.POST.get(key) for key in request.POST}
         twilio_verify(
@@ -185,6 +192,7 @@ class InAppCallbackApi(_PublicCallbackApi):
 
     @extend_schema(request=InAppCallbackInputSerializer, responses={204: None})
     def post(self, request, tenant_slug: str):
+        content_type_require(request.content_type, "application/json")
         tenant = _tenant(tenant_slug)
         body = request.body
         hmac_request_verify(
@@ -194,9 +202,9 @@ class InAppCallbackApi(_PublicCallbackApi):
             signature=request.headers.get("X-Signature", ""),
         )
         try:
-            data = self.InAppCallbackInputSerializer(data=json.loads(body))
+            data = self.InAppCallbackInputSerializer(data=json_loads_bounded(body))
         except ValueError as exc:
-            raise ApplicationError("the body is not JSON", code="invalid_json") from exc
+            raise ApplicationError(f"the body is not acceptable JSON: {exc}", code="invalid_json")
         data.is_valid(raise_exception=True)
         message = Message.objects.filter(
             tenant=tenant, channel=Channel.IN_APP, pk=data.validated_data["message_id"]

@@ -6,6 +6,7 @@ import smtplib
 
 from django.conf import settings
 from django.core.mail import EmailMultiAlternatives, get_connection
+from django.core.mail.backends.smtp import EmailBackend as SmtpEmailBackend
 
 from notifications.backends.base import (
     BaseBackend,
@@ -59,9 +60,17 @@ class DjangoEmailBackend(BaseBackend):
         except ImportError as exc:
             raise ConfigurationError(f"email backend {path!r}: {exc}") from exc
         payload.connection = connection
+        stage = _SmtpStage()
         try:
+            stage.open(connection)
             sent = payload.send()
         except smtplib.SMTPRecipientsRefused as exc:
+            codes = [code for code, _ in exc.recipients.values()]
+            if codes and all(400 <= code < 500 for code in codes):
+                # Greylisting, a full mailbox, a busy server: "try again later".
+                raise TransientError(
+                    f"recipient deferred: {exc.recipients}", status_code=max(codes)
+                ) from exc
             raise PermanentError(
                 f"recipient refused: {exc.recipients}", suppress_reason="bounce"
             ) from exc
@@ -73,17 +82,17 @@ class DjangoEmailBackend(BaseBackend):
             raise PermanentError(
                 f"SMTP {exc.smtp_code}: {exc.smtp_error!r}", status_code=exc.smtp_code
             ) from exc
-        except TimeoutError as exc:
-            raise UnknownOutcomeError(f"SMTP timed out: {exc}") from exc
-        except (
-            smtplib.SMTPConnectError,
-            ConnectionRefusedError,
-            smtplib.SMTPServerDisconnected,
-        ) as exc:
-            raise TransientError(f"SMTP connection failed: {exc}") from exc
+        except (smtplib.SMTPServerDisconnected, OSError) as exc:
+            if stage.data_sent:
+                # The message went over the wire; the server's reply never came. It may
+                # be delivered: never send it again blindly.
+                raise UnknownOutcomeError(f"SMTP gave no answer to the message: {exc}") from exc
+            raise TransientError(f"SMTP connection failed before the message: {exc}") from exc
         except Exception as exc:
             _raise_anymail(exc)
             raise
+        finally:
+            stage.close(connection)
         if not sent:
             raise PermanentError("the email backend sent nothing")
         return payload
@@ -97,6 +106,35 @@ class DjangoEmailBackend(BaseBackend):
                 provider_message_id=str(status.message_id), raw={"esp": str(status.status)}
             )
         return SendResult(provider_message_id=response.extra_headers["Message-ID"])
+
+
+class _SmtpStage:
+    """Opens Django's SMTP connection itself so it can tell a failure before the message
+    was transmitted (safe to retry) from one after (the outcome is unknown): smtplib
+    reports a reply that timed out as a disconnection, like a refused greeting."""
+
+    def __init__(self) -> None:
+        self.data_sent = False
+        self._opened = False
+
+    def open(self, connection) -> None:
+        if not isinstance(connection, SmtpEmailBackend):
+            return  # an ESP's API, locmem: no SMTP conversation to follow
+        self._opened = bool(connection.open())
+        smtp = connection.connection
+        if smtp is None:
+            return
+        transmit = smtp.data
+
+        def data(msg):
+            self.data_sent = True
+            return transmit(msg)
+
+        smtp.data = data
+
+    def close(self, connection) -> None:
+        if self._opened:
+            connection.close()
 
 
 def _raise_anymail(exc: Exception) -> None:

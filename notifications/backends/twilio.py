@@ -119,11 +119,31 @@ class TwilioSmsBackend(HttpBackend):
         params = {"To": message.to_address, "DateSent>": since.date().isoformat(), "PageSize": 50}
         response = self.http("GET", self.messages_url(), params=params, auth=self.credentials())
         self.raise_for_status(response)
-        for item in _json(response).get("messages") or []:
+        items = _json(response).get("messages") or []
+        # A message word for word an earlier one to the same number (a weekly check-in)
+        # must not be taken for it: skip what another message of ours already holds.
+        taken = _sids_held_elsewhere(message, [item.get("sid") or "" for item in items])
+        for item in items:
             created = _parse_date(item.get("date_created"))
-            if item.get("body") == message.body_text and (created is None or created >= since):
+            if (
+                item.get("body") == message.body_text
+                and item.get("sid") not in taken
+                and (created is None or created >= since)
+            ):
                 return _result(item, response.status_code)
         return None
+
+
+def _sids_held_elsewhere(message, sids: list[str]) -> set[str]:
+    from notifications.models import Message
+
+    return set(
+        Message.objects.filter(
+            tenant_id=message.tenant_id, provider="twilio", provider_message_id__in=sids
+        )
+        .exclude(pk=message.pk)
+        .values_list("provider_message_id", flat=True)
+    )
 
 
 def _json(response) -> dict:

@@ -5,11 +5,12 @@ Contracts
 message_request(*, tenant, channel, lead=None, agent=None, template_key: str,
                 variant: str = "A", context: dict, idempotency_key: str,
                 fallback_channels: Sequence[str] = (), not_before: datetime | None = None,
-                metadata: dict | None = None) -> Message
+                metadata: dict | None = None, enqueue: bool = True) -> Message
     Renders the tenant's active template (channel, template_key, variant; falls back to
     variant "A"), stores the Message in the caller's transaction and enqueues its send
-    with transaction.on_commit. A repeated idempotency_key returns the existing row and
-    does nothing else. `not_before` schedules the send (task countdown, and the sweeper
+    with transaction.on_commit (with enqueue=False the caller hands it to
+    messages_dispatch after commit instead). A repeated idempotency_key returns the
+    existing row and does nothing else. `not_before` schedules the send (task countdown, and the sweeper
     for anything further away than the backoff ceiling). `metadata` is opaque JSON,
     copied to fallbacks and companions and passed back in every signal.
     Raises churnapp.exceptions.ApplicationError (code template_missing,
@@ -26,6 +27,11 @@ template_save(*, tenant, channel, key, body_text, variant="A", subject="", body_
     Creates or updates a template; renders it against a sample context first
     (lead, agent, tenant, risk_reasons, risk_tier, risk_score, unsubscribe_url, plus
     sample_context) and raises ValidationError on unknown variables or bad syntax.
+
+sending.messages_dispatch(*, message_ids, send_here: int = 0) -> int
+    After commit, outside any transaction: sends up to `send_here` messages right here
+    (the single send: claim, call, settle; what cannot finish goes on by its send task),
+    or publishes them all as batch tasks (messages_enqueue) when there are more.
 
 message_cancel(*, message, reason="cancelled by caller") -> Message
     Cancels a queued (not yet sent) message; ConflictError otherwise.

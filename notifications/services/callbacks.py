@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 from dataclasses import dataclass
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import connection, transaction
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
@@ -52,21 +53,32 @@ def event_store(
     payload: dict | None = None,
 ) -> bool:
     """Store a callback once; False when this event id was seen before (a duplicate)."""
-    try:
-        with transaction.atomic():
-            MessageEvent.objects.create(
-                tenant=tenant,
-                message=message,
-                provider=provider,
-                event_id=event_id[:255],
-                kind=kind,
-                status=status[:32],
-                occurred_at=occurred_at or timezone.now(),
-                payload=payload or {},
-            )
-    except IntegrityError:
-        return False
-    return True
+    # ON CONFLICT on the unique key rather than a savepoint around an insert that may
+    # fail: SAVEPOINT and RELEASE were two of a callback's dozen round trips.
+    now = timezone.now()
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""
+            INSERT INTO {MessageEvent._meta.db_table}
+                (tenant_id, message_id, provider, event_id, kind, status, occurred_at,
+                 payload, received_at)
+            VALUES (%s, %s, %s, %s, %s, %s, %s, %s::jsonb, %s)
+            ON CONFLICT (tenant_id, provider, event_id) DO NOTHING
+            RETURNING id
+            """,
+            [
+                tenant.pk,
+                message.pk if message is not None else None,
+                provider,
+                event_id[:255],
+                kind,
+                status[:32],
+                occurred_at or now,
+                json.dumps(payload or {}),
+                now,
+            ],
+        )
+        return cursor.fetchone() is not None
 
 
 def _apply(message: Message, new_status: str, reason: str, occurred_at: dt.datetime | None) -> bool:
@@ -103,7 +115,8 @@ def _engage(message: Message, kind: str, occurred_at: dt.datetime) -> None:
 @transaction.atomic
 def message_engagement_record(
     *,
-    message: Message,
+    message: Message | None = None,
+    message_id: int | None = None,
     kind: str,
     provider: str,
     event_id: str,
@@ -113,9 +126,15 @@ def message_engagement_record(
     """An open, click or reply of a message: stored once, status moved forward, signalled.
 
     Every distinct event is signalled (a second click is engagement too); the status
-    only moves forward."""
+    only moves forward. Give the message or, when the caller has not read it (the open
+    pixel), its id: Message.DoesNotExist if there is no such message."""
     occurred_at = occurred_at or timezone.now()
-    locked = Message.objects.select_for_update().get(pk=message.pk)
+    # The tenant and lead come with the lock: each is read below, a query apiece otherwise.
+    locked = (
+        Message.objects.select_for_update(of=("self",))
+        .select_related("tenant", "lead")
+        .get(pk=message.pk if message is not None else message_id)
+    )
     if not event_store(
         tenant=locked.tenant,
         provider=provider,

@@ -7,7 +7,7 @@ import json
 from collections.abc import Sequence
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from churnapp.exceptions import ApplicationError, ConflictError
@@ -69,18 +69,16 @@ _TIMESTAMP_FIELD = {
 }
 
 
-def message_status_set(
+def _status_apply(
     *,
     message: Message,
     new_status: str,
     reason: str = "",
     occurred_at: dt.datetime | None = None,
     fields: dict | None = None,
-) -> None:
-    """Write a status the caller has already decided on, and tell the apps above.
-
-    The caller holds the row (select_for_update or a claim). The signal is sent in the
-    same transaction, so receivers' writes commit or roll back with it."""
+) -> tuple[str, set[str]]:
+    """Move the instance (not the row) to `new_status`: the previous status, and the
+    fields to write."""
     previous = message.status
     message.status = new_status
     if reason:
@@ -98,7 +96,10 @@ def message_status_set(
     for name, value in (fields or {}).items():
         setattr(message, name, value)
         update.add(name)
-    message.save(update_fields=sorted(update))
+    return previous, update
+
+
+def _status_announce(*, message: Message, previous: str) -> None:
     message_status_changed.send(
         sender=Message,
         tenant_id=message.tenant_id,
@@ -107,10 +108,79 @@ def message_status_set(
         agent_id=message.agent_id,
         channel=message.channel,
         previous_status=previous,
-        new_status=new_status,
+        new_status=message.status,
         reason=message.status_reason,
         metadata=message.metadata,
     )
+
+
+def message_status_set(
+    *,
+    message: Message,
+    new_status: str,
+    reason: str = "",
+    occurred_at: dt.datetime | None = None,
+    fields: dict | None = None,
+) -> None:
+    """Write a status the caller has already decided on, and tell the apps above.
+
+    The caller holds the row (select_for_update or a claim). The signal is sent in the
+    same transaction, so receivers' writes commit or roll back with it."""
+    previous, update = _status_apply(
+        message=message,
+        new_status=new_status,
+        reason=reason,
+        occurred_at=occurred_at,
+        fields=fields,
+    )
+    message.save(update_fields=sorted(update))
+    _status_announce(message=message, previous=previous)
+
+
+def _rows_update(*, messages: list[Message], names: list[str]) -> None:
+    """One UPDATE ... FROM (VALUES ...) writing `names` of each instance to its row
+    (bulk_update's CASE per field and row costs more to build than the rows to write)."""
+    fields = [Message._meta.get_field(name) for name in names]
+    casts = ", ".join(f"%s::{f.db_type(connection)}" for f in fields)
+    params: list = []
+    for message in messages:
+        params.append(message.pk)
+        params += [f.get_db_prep_save(getattr(message, f.attname), connection) for f in fields]
+    table = connection.ops.quote_name(Message._meta.db_table)
+    columns = [connection.ops.quote_name(f.column) for f in fields]
+    values = ", ".join([f"(%s::bigint, {casts})"] * len(messages))
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {table} AS m SET "
+            + ", ".join(f"{c} = v.{c}" for c in columns)
+            + f" FROM (VALUES {values}) AS v(id, {', '.join(columns)}) WHERE m.id = v.id",
+            params,
+        )
+
+
+def message_status_set_many(*, changes: Sequence[tuple[Message, str, dict]]) -> None:
+    """message_status_set for many held rows at once: one UPDATE, then the signal for
+    each row in order (receivers' writes join the caller's transaction as above).
+
+    `changes` holds (message, new_status, fields); the reason is cleared by the caller
+    through `fields` when it must be."""
+    if not changes:
+        return
+    now = timezone.now()
+    written: set[str] = set()
+    announced: list[tuple[Message, str]] = []
+    for message, new_status, fields in changes:
+        previous, update = _status_apply(
+            message=message, new_status=new_status, occurred_at=now, fields=fields
+        )
+        message.updated_at = now
+        written |= update
+        announced.append((message, previous))
+    # Every row writes every field named for any row: a field another row did not
+    # change is written back with the value it already holds (the rows are locked).
+    _rows_update(messages=[m for m, _, _ in changes], names=sorted(written))
+    for message, previous in announced:
+        _status_announce(message=message, previous=previous)
 
 
 @transaction.atomic
@@ -249,10 +319,14 @@ def message_request(
     not_before: dt.datetime | None = None,
     metadata: dict | None = None,
     fallback_of: Message | None = None,
+    enqueue: bool = True,
 ) -> Message:
     """Render and store one message, and enqueue its send after commit.
 
-    A second call with the same idempotency key returns the first row unchanged."""
+    A second call with the same idempotency key returns the first row unchanged.
+    `enqueue=False` leaves the send to the caller, who plans several messages in one
+    transaction and hands them to `messages_dispatch` together after commit (an agent
+    alert's companion is still enqueued here)."""
     if not idempotency_key or len(idempotency_key) > 255:
         raise ApplicationError("idempotency_key is required (at most 255 characters)")
     existing = Message.objects.filter(tenant=tenant, idempotency_key=idempotency_key).first()
@@ -305,7 +379,8 @@ def message_request(
         return message
     if channel == Channel.AGENT_ALERT:
         _agent_alert_companion_create(alert=message)
-    message_enqueue_on_commit(message=message)
+    if enqueue:
+        message_enqueue_on_commit(message=message)
     return message
 
 
@@ -354,10 +429,13 @@ def _agent_alert_companion_create(*, alert: Message) -> Message | None:
 
 def message_enqueue_on_commit(*, message: Message, countdown: float | None = None) -> None:
     message_id, channel, not_before = message.pk, message.channel, message.not_before
+    # robust: the row is the outbox; if the broker is down the enqueue is logged and the
+    # sweeper publishes it later, and the committed work that planned it stands.
     transaction.on_commit(
         lambda: message_enqueue(
             message_id=message_id, channel=channel, not_before=not_before, countdown=countdown
-        )
+        ),
+        robust=True,
     )
 
 
@@ -387,6 +465,44 @@ def message_enqueue(
         args=[message_id], queue=CHANNEL_QUEUE[channel], countdown=delay if delay > 0 else None
     )
     return True
+
+
+def messages_enqueue(*, message_ids: Sequence[int]) -> int:
+    """Publish the sends of many messages (not inside a transaction): one batch task per
+    tenant and channel for each `NOTIFICATIONS_SEND_BATCH_SIZE` of them that are due, the
+    tenants' batches interleaved so that no account's rate limit holds the others up;
+    messages due later get their own delayed task as message_enqueue gives them. The
+    number of tasks published."""
+    from notifications.services.sending import send_batch_size
+    from notifications.tasks import message_send_batch
+
+    now = timezone.now()
+    groups: dict[tuple[int, str], list[int]] = {}
+    published = 0
+    rows = (
+        Message.objects.filter(pk__in=list(message_ids), status=MessageStatus.QUEUED)
+        .order_by("pk")
+        .values_list("pk", "tenant_id", "channel", "not_before", "next_attempt_at")
+    )
+    for pk, tenant_id, channel, not_before, next_attempt_at in rows:
+        due = max(filter(None, [not_before, next_attempt_at]), default=None)
+        if due is not None and due > now:
+            countdown = (due - now).total_seconds()
+            published += message_enqueue(message_id=pk, channel=channel, countdown=countdown)
+            continue
+        groups.setdefault((tenant_id, channel), []).append(pk)
+    size = send_batch_size()
+    batches = {
+        key: [ids[i : i + size] for i in range(0, len(ids), size)] for key, ids in groups.items()
+    }
+    for round_ in range(max((len(b) for b in batches.values()), default=0)):
+        for (tenant_id, channel), chunks in batches.items():
+            if round_ < len(chunks):
+                message_send_batch.apply_async(
+                    args=[tenant_id, channel, chunks[round_]], queue=CHANNEL_QUEUE[channel]
+                )
+                published += 1
+    return published
 
 
 @transaction.atomic

@@ -102,8 +102,8 @@ def _leads_at(*, tenant: Tenant, channel: str, address: str) -> list[Lead]:
     return []
 
 
-def suppression_reason_for(*, message: Message) -> str:
-    """Why this message must not go out now ("" if it may). Checked at send time."""
+def _consent_reason(message: Message) -> str:
+    """Why the lead's own settings forbid this message ("" if they do not)."""
     lead, channel = message.lead, message.channel
     if lead is not None and channel in (Channel.SMS, Channel.EMAIL):
         if channel == Channel.SMS and not lead.consent_sms:
@@ -117,7 +117,22 @@ def suppression_reason_for(*, message: Message) -> str:
             return f"ghl_dnd: GHL do-not-disturb is active for {channel}"
     if lead is not None and channel == Channel.GHL_WORKFLOW and lead.dnd:
         return "ghl_dnd: do-not-disturb is on for the lead in GHL"
-    address = recipient_address(channel=channel, lead=lead, agent=message.agent)
+    return ""
+
+
+def _listed_reason(entry: Suppression, *, channel: str, address: str) -> str:
+    return f"{entry.reason}: {address} is on the {channel} suppression list" + (
+        f" ({entry.note})" if entry.note else ""
+    )
+
+
+def suppression_reason_for(*, message: Message) -> str:
+    """Why this message must not go out now ("" if it may). Checked at send time."""
+    reason = _consent_reason(message)
+    if reason:
+        return reason
+    channel = message.channel
+    address = recipient_address(channel=channel, lead=message.lead, agent=message.agent)
     if not address:
         return ""
     entry = (
@@ -131,7 +146,39 @@ def suppression_reason_for(*, message: Message) -> str:
         .first()
     )
     if entry is not None:
-        return f"{entry.reason}: {address} is on the {channel} suppression list" + (
-            f" ({entry.note})" if entry.note else ""
-        )
+        return _listed_reason(entry, channel=channel, address=address)
     return ""
+
+
+def suppression_reasons_for(*, messages: list[Message]) -> dict[int, str]:
+    """suppression_reason_for of many messages of one tenant and channel, with one query
+    of the suppression list: {message id: reason} for those that must not go out."""
+    reasons: dict[int, str] = {}
+    addresses: dict[int, tuple[str, str]] = {}
+    for message in messages:
+        reason = _consent_reason(message)
+        if reason:
+            reasons[message.pk] = reason
+            continue
+        address = recipient_address(channel=message.channel, lead=message.lead, agent=message.agent)
+        if address:
+            addresses[message.pk] = (address, _normalize(message.channel, address))
+    if not addresses:
+        return reasons
+    keys = {(m.tenant_id, m.channel) for m in messages if m.pk in addresses}
+    if len(keys) != 1:
+        raise ValueError("suppression_reasons_for takes messages of one tenant and channel")
+    ((tenant_id, channel),) = keys
+    listed: dict[str, Suppression] = {}
+    for entry in Suppression.objects.filter(
+        tenant_id=tenant_id,
+        channel=channel,
+        address__in={normal for _, normal in addresses.values()},
+        lifted_at__isnull=True,
+    ).order_by("-created_at"):
+        listed[entry.address] = entry  # the oldest active entry wins, as above
+    for message_id, (address, normal) in addresses.items():
+        entry = listed.get(normal)
+        if entry is not None:
+            reasons[message_id] = _listed_reason(entry, channel=channel, address=address)
+    return reasons

@@ -190,3 +190,20 @@ def test_outbound_activity_alone_does_not_enqueue_a_rescore(scoring_worker):
     wait_for(lambda: Lead.objects.filter(pk=probe.pk, risk_scored_at__isnull=False).exists())
     assert Lead.objects.get(pk=lead.pk).risk_scored_at is None
     assert rescore_leads.name == "churnapp.rescore_leads"
+
+
+def test_real_time_rescoring_is_routed_off_the_batch_queue():
+    """The hourly batch fills "scoring" with chunks of seconds each: a lead that just came
+    back is rescored with the flow work instead, by the task's own queue and by name."""
+    from celery import current_app
+
+    from churnapp.tasks import rescore_chunk, rescore_leads
+
+    router = current_app.amqp.router
+
+    def queue_of(name: str) -> str:
+        return router.route({}, name)["queue"].name
+
+    assert queue_of(rescore_leads.name) == rescore_leads.queue == "interventions"
+    assert queue_of(rescore_chunk.name) == rescore_chunk.queue == "scoring"
+    assert queue_of("churnapp.rescore_tenant") == "scoring"

@@ -87,6 +87,40 @@ def test_contact_update_changes_only_what_it_carries(tenant):
     assert lead.custom_fields == {"budget_max": 450000, "x": 1}
 
 
+@pytest.mark.parametrize("path", ["/api/leads/upsert/", "/api/leads/bulk/"])
+def test_an_api_write_is_newer_than_a_late_webhook_about_an_earlier_change(
+    tenant, api_client, path
+):
+    # given a contact the CRM changed a minute ago, whose webhook is still on its way
+    before = timezone.now() - dt.timedelta(minutes=1)
+    _process(tenant, ghl_event("ContactCreate", **_contact(dateUpdated=_iso(before))))
+    # when the integrator writes the contact's current state through the API
+    item = {"external_id": "c-1", "email": "api@example.com"}
+    body = {"items": [item]} if path.endswith("bulk/") else item
+    response = api_client.post(path, body, format="json")
+    assert response.status_code in (200, 201), response.content
+    # and the late webhook about the earlier change arrives
+    late = ghl_event("ContactUpdate", id="c-1", email="late@example.com", dateUpdated=_iso(before))
+    event = _process(tenant, late)
+    # then it is not applied over the API's newer write
+    assert event.status == WebhookStatus.IGNORED and "older than" in event.error
+    lead = Lead.objects.get(external_id="c-1")
+    assert lead.email == "api@example.com" and lead.crm_updated_at > before
+    # and a change made after the API write still applies
+    newer = ghl_event(
+        "ContactUpdate",
+        id="c-1",
+        email="newer@example.com",
+        dateUpdated=_iso(timezone.now() + dt.timedelta(seconds=1)),
+    )
+    assert _process(tenant, newer).status == WebhookStatus.PROCESSED
+    assert Lead.objects.get(external_id="c-1").email == "newer@example.com"
+
+
+def _iso(moment: dt.datetime) -> str:
+    return moment.isoformat().replace("+00:00", "Z")
+
+
 def test_bad_phone_and_unknown_assignee_do_not_lose_the_rest(tenant):
     event = _process(
         tenant, ghl_event("ContactCreate", **_contact(phone="12", assignedTo="u-unknown"))

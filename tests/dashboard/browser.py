@@ -1,23 +1,19 @@
-"""The browser tests' machinery: Debian's Chromium through Playwright, a live daphne."""
+"""The browser tests' machinery: Debian's Chromium through Playwright (the live daphne is
+tests.live.LiveServer)."""
 
 from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-import sys
 import tempfile
-import time
 from contextlib import contextmanager
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import pytest
-import requests
-from django.conf import settings
-from django.db import connection
 
-from config.services import free_port
+from tests.live import ARTIFACTS, LiveServer, test_database_url
+
+__all__ = ["ARTIFACTS", "LiveServer", "chromium", "require_browser", "test_database_url"]
 
 CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -33,9 +29,6 @@ CHROMIUM_ARGS = [
 INSTALL_HINT = (
     "install it with `sudo apt-get update && sudo apt-get install -y chromium` "
     "(.ci/run does this in CI); the Playwright Python package drives it, no browser download"
-)
-ARTIFACTS = Path(
-    os.environ.get("TEST_ARTIFACTS_DIR", settings.BASE_DIR / ".data" / "test-artifacts")
 )
 
 
@@ -54,78 +47,6 @@ def require_browser() -> None:
     if os.environ.get("CI", "").lower() == "true":
         pytest.fail(f"browser tests cannot run under CI: {problem}", pytrace=False)
     pytest.skip(problem)
-
-
-def test_database_url() -> str:
-    """DATABASE_URL pointing at pytest's test database (same server, socket or TCP)."""
-    parts = urlsplit(os.environ["DATABASE_URL"])
-    return urlunsplit(parts._replace(path="/" + connection.settings_dict["NAME"]))
-
-
-test_database_url.__test__ = False  # a helper, not a test
-
-
-class LiveServer:
-    """daphne serving config.asgi:application on 127.0.0.1, as `manage.py up` runs it."""
-
-    def __init__(self, heartbeat_seconds: float = 1.0, env: dict | None = None):
-        self.extra_env = dict(env or {})
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.heartbeat_seconds = heartbeat_seconds
-        self.process: subprocess.Popen | None = None
-        self.log = ARTIFACTS / f"daphne-{self.port}.log"
-
-    def start(self) -> None:
-        # os.environ carries the run's DJANGO_SETTINGS_MODULE (pytest-django sets it):
-        # the server shares the test process's hashers, channel layer prefix and queues.
-        env = {
-            **os.environ,
-            "DATABASE_URL": test_database_url(),
-            "DJANGO_SERVE_STATIC": "true",
-            "TRACKING_WS_HEARTBEAT_SECONDS": str(self.heartbeat_seconds),
-            **self.extra_env,
-        }
-        env.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
-        ARTIFACTS.mkdir(parents=True, exist_ok=True)
-        out = self.log.open("ab")
-        self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "daphne",
-                "-b",
-                "127.0.0.1",
-                "-p",
-                str(self.port),
-                "config.asgi:application",
-            ],
-            cwd=settings.BASE_DIR,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"daphne exited: see {self.log}")
-            try:
-                if requests.get(self.url + "/login/", timeout=2).status_code == 200:
-                    return
-            except requests.RequestException:
-                time.sleep(0.2)
-        raise RuntimeError(f"daphne did not answer in 60s: see {self.log}")
-
-    def stop(self) -> None:
-        if self.process is None:
-            return
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(timeout=10)
-        self.process = None
 
 
 @contextmanager

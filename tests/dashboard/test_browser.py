@@ -213,10 +213,12 @@ def test_activity_through_the_api_shows_the_intervention_live(
 def test_manager_gets_the_alert_and_acknowledges_the_escalation(
     daphne_server, browser, tenant, manager_user, celery_worker
 ):
-    # given: the manager's page open, and a lead that goes critical (stage 3 escalates)
+    # given: the manager's (empty) escalation queue open, and a lead that goes critical
+    # (stage 3 escalates)
     _policy(tenant)
     lead = LeadFactory(tenant=tenant, first_name="Cora", last_name="Critical")
-    page = _login(browser(), daphne_server, "maya", path="/me/")
+    page = _login(browser(), daphne_server, "maya", path="/escalations/")
+    assert page.locator("tr.esc-empty").count() == 1
     _raise_risk(lead, RiskTier.CRITICAL, score=0.93)
     escalation = Escalation.objects.get(lead=lead)
 
@@ -224,11 +226,14 @@ def test_manager_gets_the_alert_and_acknowledges_the_escalation(
     alert = page.locator("#alerts .alert")
     alert.wait_for()
     assert f"/leads/{lead.id}/" in alert.locator("a").get_attribute("href")
+    # and its row joins the queue without a reload
+    row = page.locator(f'tr.esc-row[data-escalation-id="{escalation.id}"]')
+    row.wait_for()
+    assert page.evaluate("performance.getEntriesByType('navigation').length") == 1
+    assert page.locator("tr.esc-empty").count() == 0
+    assert page.locator("#esc-new").is_hidden()
 
     # when: the manager acknowledges it from the queue
-    page.goto(f"{daphne_server.url}/escalations/")
-    live(page)
-    row = page.locator(f'tr.esc-row[data-escalation-id="{escalation.id}"]')
     assert "open" in row.locator(".esc-status").inner_text()
     assert row.locator(".countdown").inner_text().endswith("left")
     row.locator("button.ack").click()

@@ -178,3 +178,38 @@ def test_page_queries_do_not_grow_with_the_number_of_leads(manager_user, tenant,
     for _ in range(30):
         _at_risk(tenant, assigned_agent=manager_user.agent)
     assert queries() == few
+
+
+def test_an_escalation_row_is_served_only_to_its_tenant(manager_user, tenant, other_tenant):
+    from interventions.models import Escalation
+
+    mine, theirs = (_escalation(t) for t in (tenant, other_tenant))
+    client = _client(manager_user)
+    response = client.get(f"/escalations/{mine.id}/row/")
+    assert response.status_code == 200
+    body = response.content.decode()
+    assert body.strip().startswith("<tr") and f'data-escalation-id="{mine.id}"' in body
+    assert client.get(f"/escalations/{theirs.id}/row/").status_code == 404
+    assert Escalation.objects.count() == 2
+
+
+def _escalation(tenant):
+    """A critical lead through the real path: risk_assessed -> stage 3 -> escalation."""
+    from churnapp.signals import risk_assessed
+    from interventions.models import Escalation
+    from interventions.services.policy import policy_ensure
+
+    policy_ensure(tenant=tenant)
+    lead = LeadFactory(tenant=tenant, risk_tier=RiskTier.CRITICAL, risk_score=0.9)
+    risk_assessed.send(
+        sender=None,
+        tenant_id=tenant.id,
+        lead_id=lead.id,
+        assessment_id=None,
+        previous_tier="low",
+        new_tier="critical",
+        score=0.9,
+        model_version="t",
+        reasons=[],
+    )
+    return Escalation.objects.get(lead=lead)

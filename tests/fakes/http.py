@@ -5,6 +5,7 @@
     fake.program(Answer(503), Answer(429, headers={"Retry-After": "1"}), Answer(hang=True))
     fake.requests                      # every request seen, in order (Recorded)
     fake.release()                     # let hanging requests go (answers 504)
+    fake.outage = lambda request: Answer(503)  # answers every request until set to None
     fake.stop()
 
 Each fake validates the documented request shape first (a bad shape gets the provider's
@@ -15,7 +16,9 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
@@ -29,6 +32,9 @@ class Answer:
     delay: float = 0.0  # seconds to wait before answering
     hang: bool = False  # never answer (until release() or stop())
     method: str | None = None  # only for requests of this method (None: any)
+    # The provider acts on the request (its default answer) but answers only after
+    # `delay`, or never (`hang`): the request went through, the reply is lost.
+    accept: bool = False
 
     def encoded(self) -> tuple[bytes, str]:
         if self.body is None:
@@ -47,6 +53,8 @@ class Recorded:
     query: dict[str, list[str]]
     headers: dict[str, str]  # lower-cased names
     body: bytes
+    at: float = field(default_factory=time.monotonic)  # when it arrived
+    answered: int | None = None  # the status code sent back (None: no answer yet)
 
     def json(self):
         return json.loads(self.body or b"null")
@@ -62,6 +70,9 @@ class FakeServer:
     def __init__(self) -> None:
         self.requests: list[Recorded] = []
         self._answers: deque[Answer] = deque()
+        # While set, answers every well-formed request before the programmed answers
+        # (a provider outage); returning None lets the request through.
+        self.outage: Callable[[Recorded], Answer | None] | None = None
         self._lock = threading.Lock()
         self._release = threading.Event()
         self._server: ThreadingHTTPServer | None = None
@@ -73,6 +84,9 @@ class FakeServer:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            # Headers and body go out in two writes: with Nagle on, the body waits for
+            # the client's delayed ACK (~40 ms) on every kept-alive request.
+            disable_nagle_algorithm = True
 
             def log_message(self, *args) -> None:  # quiet
                 pass
@@ -80,6 +94,11 @@ class FakeServer:
             def _handle(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
+                if len(body) < length:
+                    # The client died mid-body (a worker killed -9 while posting): a real
+                    # provider never sees a request, so neither is one recorded here.
+                    self.close_connection = True
+                    return
                 parts = urlsplit(self.path)
                 recorded = Recorded(
                     method=self.command,
@@ -89,11 +108,15 @@ class FakeServer:
                     body=body,
                 )
                 answer = fake._answer_for(recorded)
+                final = fake.default(recorded) if answer.accept else answer
                 if answer.hang:
                     fake._release.wait(120)
-                    answer = Answer(504, body={"error": "released"})
+                    if not answer.accept:
+                        final = Answer(504, body={"error": "released"})
                 elif answer.delay:
                     fake._release.wait(answer.delay)
+                answer = final
+                recorded.answered = answer.status
                 payload, content_type = answer.encoded()
                 try:
                     self.send_response(answer.status)
@@ -155,6 +178,9 @@ class FakeServer:
         invalid = self.validate(request)
         if invalid is not None:
             return invalid
+        outage = self.outage
+        if outage is not None and (answer := outage(request)) is not None:
+            return answer
         with self._lock:
             programmed = next(
                 (a for a in self._answers if a.method in (None, request.method)), None

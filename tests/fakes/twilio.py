@@ -19,22 +19,31 @@ _FETCH = re.compile(r"^/2010-04-01/Accounts/([^/]+)/Messages/([^/]+)\.json$")
 
 class TwilioFake(FakeServer):
     def __init__(
-        self, account_sid: str = "AC" + "0" * 32, auth_token: str = "twilio-test-token"
+        self,
+        account_sid: str = "AC" + "0" * 32,
+        auth_token: str = "twilio-test-token",
+        *,
+        accounts: dict[str, str] | None = None,
     ) -> None:
+        """One account, or several (`accounts`: SID -> auth token) as many tenants'
+        Twilio accounts behind one API."""
         super().__init__()
         self.account_sid = account_sid
         self.auth_token = auth_token
+        self.accounts = {account_sid: auth_token, **(accounts or {})}
+        self._expected = {
+            sid: "Basic " + base64.b64encode(f"{sid}:{token}".encode()).decode()
+            for sid, token in self.accounts.items()
+        }
         self.messages: dict[str, dict] = {}
         self.opted_out: set[str] = set()
 
     def validate(self, request: Recorded) -> Answer | None:
-        expected = (
-            "Basic " + base64.b64encode(f"{self.account_sid}:{self.auth_token}".encode()).decode()
-        )
-        if request.headers.get("authorization") != expected:
-            return Answer(401, body={"code": 20003, "message": "Authenticate", "status": 401})
         match = _SEND.match(request.path) or _FETCH.match(request.path)
-        if not match or match.group(1) != self.account_sid:
+        expected = self._expected.get(match.group(1)) if match else None
+        if expected is None or request.headers.get("authorization") != expected:
+            if not any(request.headers.get("authorization") == e for e in self._expected.values()):
+                return Answer(401, body={"code": 20003, "message": "Authenticate", "status": 401})
             return Answer(404, body={"code": 20404, "message": "not found", "status": 404})
         if request.method == "POST":
             if "application/x-www-form-urlencoded" not in request.headers.get("content-type", ""):
@@ -82,7 +91,7 @@ class TwilioFake(FakeServer):
             sid = "SM" + secrets.token_hex(16)
             item = {
                 "sid": sid,
-                "account_sid": self.account_sid,
+                "account_sid": _SEND.match(request.path).group(1),
                 "to": form["To"],
                 "from": form.get("From"),
                 "messaging_service_sid": form.get("MessagingServiceSid"),

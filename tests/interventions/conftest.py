@@ -70,3 +70,13 @@ def assess():
         )
 
     return send
+
+
+@pytest.fixture
+def sms_only(policy):
+    """Every stage's plan is one SMS to the lead, no fallback, no manager escalation."""
+    policy.stages.update(
+        channel_plan=[{"channel": "sms", "to": "lead", "fallback": []}],
+        escalate_to_manager=False,
+    )
+    return policy

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from django.contrib.auth.models import User
 from django.test import Client
@@ -126,3 +128,59 @@ def test_admin_escalation_queue_is_scoped_and_actionable(critical_lead, other_te
     mine.refresh_from_db()
     theirs.refresh_from_db()
     assert mine.status == "acknowledged" and theirs.status == "open"
+
+
+def _form_data(response) -> dict:
+    """The POST a browser would send for an unchanged admin change form (with inlines)."""
+    data = {}
+
+    def add(form):
+        for name, field in form.fields.items():
+            value = form.initial.get(name, field.initial)
+            if value is None:
+                continue
+            key = form.add_prefix(name)
+            if isinstance(value, bool):
+                if value:
+                    data[key] = "on"
+            elif isinstance(value, dict | list):
+                data[key] = json.dumps(value)
+            else:
+                data[key] = value.pk if hasattr(value, "pk") else value
+
+    add(response.context["adminform"].form)
+    for inline in response.context["inline_admin_formsets"]:
+        formset = inline.formset
+        for name, value in formset.management_form.initial.items():
+            data[formset.management_form.add_prefix(name)] = value
+        for form in formset.forms:
+            add(form)
+            data[form.add_prefix("id")] = form.instance.pk
+            data[form.add_prefix("policy")] = form.instance.policy_id
+    return data
+
+
+def test_admin_edit_of_a_policy_publishes_a_new_version_and_keeps_the_old(policy):
+    from interventions.models import InterventionPolicy
+
+    client = _manager_client(policy.tenant)
+    url = f"/admin/interventions/interventionpolicy/{policy.id}/change/"
+    page = client.get(url)
+    assert page.status_code == 200
+    data = _form_data(page)
+    # the manager raises the daily cap and lengthens stage 2's response window
+    data["cap_per_day"] = policy.cap_per_day + 1
+    stage2 = next(i for i, s in enumerate(policy.stages.order_by("stage")) if s.stage == 2)
+    data[f"stages-{stage2}-response_window_hours"] = 60
+
+    response = client.post(url, data)
+
+    assert response.status_code == 302, response.context and response.context["errors"]
+    old, new = InterventionPolicy.objects.filter(tenant=policy.tenant).order_by("version")
+    assert (old.version, new.version) == (policy.version, policy.version + 1)
+    assert not old.is_active and new.is_active
+    assert (old.cap_per_day, new.cap_per_day) == (policy.cap_per_day, policy.cap_per_day + 1)
+    old_windows = {s.stage: s.response_window_hours for s in old.stages.all()}
+    new_windows = {s.stage: s.response_window_hours for s in new.stages.all()}
+    assert old_windows == {1: 72, 2: 48, 3: 24}
+    assert new_windows == {1: 72, 2: 60, 3: 24}

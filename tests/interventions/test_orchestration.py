@@ -85,6 +85,29 @@ def test_reply_at_stage_one_ends_it_as_re_engaged_and_stops_sends(lead, policy, 
     assert interventions_evaluate_due(now=timezone.now() + dt.timedelta(days=4)) == 0
 
 
+def test_a_batch_with_only_an_opportunity_lost_ends_the_intervention(lead, policy, assess):
+    """An outcome without a direction still ends it: the batch needs no inbound activity
+    (it once did, so the result depended on what else the CRM sent in the batch)."""
+    # given stage 1 open
+    assess(lead, "early_warning")
+    intervention = _open(lead)
+    # when the CRM reports only the lost opportunity
+    activities_ingest(
+        tenant=lead.tenant,
+        items=[
+            ActivityInput(
+                lead_external_id=lead.external_id,
+                kind="opportunity_lost",
+                occurred_at=timezone.now(),
+                source_event_id="lost-1",
+            )
+        ],
+    )
+    # then
+    intervention.refresh_from_db()
+    assert (intervention.status, intervention.outcome) == ("resolved", Outcome.CHURNED)
+
+
 def test_control_lead_receives_nothing_but_is_resolved(lead, policy, assess):
     # given a tenant whose every lead is held out
     policy.holdout_percent = 100

@@ -343,6 +343,45 @@ def test_open_pixel_marks_opened_once(email_sent, lead):
     assert LeadActivity.objects.filter(lead=lead, kind="email_open").count() == 1
 
 
+def test_open_pixel_of_a_forged_token_or_deleted_message_is_refused(email_sent):
+    # given: a valid pixel, a forged one, and one whose message has since been deleted
+    path = open_pixel_url(email_sent.pk).replace("http://testserver", "")
+    gone = Message.objects.create(
+        tenant=email_sent.tenant,
+        lead=email_sent.lead,
+        channel=email_sent.channel,
+        idempotency_key="pixel-gone",
+        status=MessageStatus.SENT,
+    )
+    gone_path = open_pixel_url(gone.pk).replace("http://testserver", "")
+    gone.delete()
+
+    # when / then
+    assert Client().get(path[:-3] + "xyz").status_code == 400
+    assert Client().get(gone_path).status_code == 400
+    assert not MessageEvent.objects.filter(event_id=f"open:{gone.pk}").exists()
+    assert Client().get(path).status_code == 200
+
+
+def test_open_pixel_locks_the_message_without_reading_it_first(
+    email_sent, django_assert_max_num_queries
+):
+    # the token carries the id, so the lock is the first read; the provider event is
+    # stored by ON CONFLICT DO NOTHING, without a savepoint of its own
+    path = open_pixel_url(email_sent.pk).replace("http://testserver", "")
+    with django_assert_max_num_queries(20) as captured:
+        assert Client().get(path).status_code == 200
+    sqls = [q["sql"] for q in captured.captured_queries]
+    assert sqls[0].startswith("SAVEPOINT")  # the service's transaction, in the test's
+    assert "FOR UPDATE" in sqls[1]
+    stored = next(i for i, sql in enumerate(sqls) if "INTO notifications_messageevent" in sql)
+    assert not sqls[stored - 1].startswith("SAVEPOINT")
+    # a repeated open: the transaction, the lock and the insert that finds it stored
+    with django_assert_max_num_queries(4):
+        assert Client().get(path).status_code == 200
+    assert MessageEvent.objects.filter(message=email_sent, kind="opened").count() == 1
+
+
 def test_click_redirects_only_to_urls_the_message_contained(email_sent):
     good = click_url(email_sent.pk, "https://homes.test/listing/9?a=1&b=2").replace(
         "http://testserver", ""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -9,7 +10,7 @@ import json
 
 import py_vapid
 import pytest
-from asgiref.sync import async_to_sync
+from asgiref.sync import async_to_sync, sync_to_async
 from channels.layers import get_channel_layer
 
 from notifications.models import DeliveryAttempt, MessageStatus, PushSubscription, Suppression
@@ -368,15 +369,21 @@ def test_agent_alert_reaches_the_agents_group_on_the_channel_layer(tenant, lead,
     template_make(
         tenant, "agent_alert", subject="At risk", body_text="{{ lead.first_name }} went quiet"
     )
-    layer = get_channel_layer()
-    channel_name = async_to_sync(layer.new_channel)()
-    async_to_sync(layer.group_add)(agent_group(agent.pk), channel_name)
-    try:
-        message = _request(tenant, "agent_alert", agent=agent, lead=lead)
-        _send(message)
-        event = async_to_sync(layer.receive)(channel_name)
-    finally:
-        async_to_sync(layer.group_discard)(agent_group(agent.pk), channel_name)
+    message = _request(tenant, "agent_alert", agent=agent, lead=lead)
+
+    async def listen_while_sending() -> dict:
+        # One loop for the listening side: a pub/sub layer's channels live in the loop
+        # (the process) that made them, as a dashboard socket's do in daphne.
+        layer = get_channel_layer()
+        channel_name = await layer.new_channel()
+        await layer.group_add(agent_group(agent.pk), channel_name)
+        try:
+            await sync_to_async(_send)(message)
+            return await asyncio.wait_for(layer.receive(channel_name), 10)
+        finally:
+            await layer.group_discard(agent_group(agent.pk), channel_name)
+
+    event = async_to_sync(listen_while_sending)()
     assert event["type"] == "tracking.event" and event["event"] == "agent_alert"
     assert event["message_id"] == message.pk and event["body"] == f"{lead.first_name} went quiet"
     assert message.status == MessageStatus.SENT

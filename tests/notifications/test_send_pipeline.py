@@ -4,6 +4,7 @@ suppression at send time, shared rate limits, the sweeper and reconciliation."""
 from __future__ import annotations
 
 import datetime as dt
+import uuid
 
 import pytest
 from django.utils import timezone
@@ -272,17 +273,41 @@ def test_rate_limit_is_per_location(tenant, other_tenant, lead, ghl_fake, settin
 def test_sweeper_turns_a_stale_sending_claim_into_unknown_not_queued(
     tenant, lead, ghl_sms, settings
 ):
+    # the worker counted its attempt (committed just before the provider call), then died
     message = _sms(tenant, lead)
     Message.objects.filter(pk=message.pk).update(
         status=MessageStatus.SENDING,
         claimed_at=timezone.now() - dt.timedelta(minutes=10),
         claimed_by="w1:42",
+        attempts=1,
     )
     result = outbox_sweep()
     message.refresh_from_db()
     assert result.stale_to_unknown == 1
     assert message.status == MessageStatus.UNKNOWN and "w1:42" in message.status_reason
     assert ghl_sms.requests == []
+
+
+def test_sweeper_requeues_a_stale_claim_whose_worker_died_before_calling(
+    tenant, lead, ghl_sms, settings, redis_flushed
+):
+    # given a claim whose worker died before counting an attempt: no call was made
+    message = _sms(tenant, lead)
+    Message.objects.filter(pk=message.pk).update(
+        status=MessageStatus.SENDING,
+        claimed_at=timezone.now() - dt.timedelta(minutes=10),
+        claimed_by="w1:42",
+        claim_token=uuid.uuid4(),
+    )
+    # when
+    result = outbox_sweep()
+    # then it is queued again, and its send task published
+    message.refresh_from_db()
+    assert (result.stale_requeued, result.stale_to_unknown) == (1, 0)
+    assert message.status == MessageStatus.QUEUED and message.claim_token is None
+    assert "before calling the provider" in message.status_reason
+    queued = redis_flushed.lrange("sms", 0, -1)
+    assert len(queued) == 1 and f"[{message.pk}]".encode() in queued[0]
 
 
 def test_sweeper_re_enqueues_queued_messages_whose_task_was_lost(
@@ -397,3 +422,45 @@ def test_without_our_limiter_ghls_429_is_retried_after_its_window(tenant, lead, 
     assert second.status == MessageStatus.QUEUED
     assert second.next_attempt_at > timezone.now() + dt.timedelta(seconds=5)
     assert DeliveryAttempt.objects.get(message=second).status_code == 429
+
+
+def test_a_rate_limiter_that_cannot_reach_redis_gives_the_claim_back(
+    tenant, lead, ghl_sms, settings
+):
+    # given Redis (the rate limiter's store) refusing connections
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    from config.services import free_port
+
+    settings.REDIS_URL = f"redis://127.0.0.1:{free_port()}/0"
+    message = _sms(tenant, lead)
+    # when the send fails before any provider call
+    with pytest.raises(RedisConnectionError):
+        message_send(message_id=message.pk)
+    # then the row is queued again, not left claimed (which would end in unknown)
+    message.refresh_from_db()
+    assert message.status == MessageStatus.QUEUED and message.claim_token is None
+    assert message.attempts == 0 and ghl_sms.requests == []
+
+
+def test_a_worker_whose_stale_claim_was_requeued_does_not_call_the_provider(
+    tenant, lead, ghl_sms, settings, redis_flushed
+):
+    from notifications.services.sending import _call_prepare, message_claim_for_send
+
+    # given a worker that claimed a message and then stalled before counting its attempt,
+    # long enough for the sweeper to take the claim back and queue the message again
+    message = _sms(tenant, lead)
+    token = uuid.uuid4()
+    assert message_claim_for_send(message_id=message.pk, token=token, worker="slow:1")
+    Message.objects.filter(pk=message.pk).update(
+        claimed_at=timezone.now() - dt.timedelta(minutes=10)
+    )
+    assert outbox_sweep().stale_requeued == 1
+    # when the stalled worker goes on
+    outcome = _call_prepare(message_id=message.pk, token=token)
+    # then it stops short of the provider; the message is queued for another worker
+    assert outcome.action == "done" and "taken back" in outcome.detail
+    message.refresh_from_db()
+    assert message.status == MessageStatus.QUEUED and message.attempts == 0
+    assert ghl_sms.requests == []

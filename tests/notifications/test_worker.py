@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 from collections import Counter
 
 import pytest
-from django.db import connection, transaction
+from django.db import transaction
 
 from notifications.models import DeliveryAttempt, Message, MessageStatus
 from notifications.services import message_request
@@ -24,6 +20,7 @@ from tests.notifications.conftest import (
     template_make,
     wait_for,
 )
+from tests.processes import WorkerProcess
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -140,48 +137,14 @@ def test_the_sweeper_re_enqueues_a_message_whose_enqueue_was_lost(
     assert len(ghl_fake.requests) == 1
 
 
-def _worker_process(queues: str) -> subprocess.Popen:
-    db = connection.settings_dict
+def _worker_process(queues: str) -> WorkerProcess:
     env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "config.settings.test",
-        "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}",
-        "REDIS_URL": os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"),
         "PUBLIC_BASE_URL": "http://testserver",
         # Short, so the restarted worker gets the killed worker's unacked task back.
         "CELERY_VISIBILITY_TIMEOUT": "1",
         "NOTIFICATIONS_HTTP_READ_TIMEOUT": "120",
     }
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "config",
-            "worker",
-            "-Q",
-            queues,
-            "--pool=solo",
-            "-c",
-            "1",
-            "--without-heartbeat",
-            "--without-mingle",
-            "--without-gossip",
-            "--loglevel=WARNING",
-        ],
-        env=env,
-        cwd=str(settings_base_dir()),
-        start_new_session=True,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-
-
-def settings_base_dir():
-    from django.conf import settings
-
-    return settings.BASE_DIR
+    return WorkerProcess(name=f"{queues}-kill@%h", queues=queues.split(","), env=env).start()
 
 
 def test_a_worker_killed_mid_send_and_restarted_sends_nothing_twice(
@@ -197,8 +160,8 @@ def test_a_worker_killed_mid_send_and_restarted_sends_nothing_twice(
         # when the worker is killed -9 while its request is out
         wait_for(lambda: len(ghl_fake.requests) == 1, timeout=60)
         assert Message.objects.get(pk=first.pk).status == MessageStatus.SENDING
-        os.killpg(worker.pid, signal.SIGKILL)
-        worker.wait(timeout=30)
+        worker.kill()
+        worker.close()
         # and a new worker starts (and gets the unacked tasks back)
         worker = _worker_process("sms")
         wait_for(lambda: Message.objects.get(pk=second.pk).status == MessageStatus.SENT, timeout=60)
@@ -222,8 +185,7 @@ def test_a_worker_killed_mid_send_and_restarted_sends_nothing_twice(
         )
     finally:
         ghl_fake.release()
-        os.killpg(worker.pid, signal.SIGTERM)
-        worker.wait(timeout=30)
+        worker.close()
     keys = Counter(r.headers["idempotency-key"] for r in ghl_fake.requests)
     assert keys == Counter({"m-0": 1, "m-1": 1})
     assert Message.objects.get(pk=first.pk).status == MessageStatus.UNKNOWN

@@ -6,6 +6,8 @@ import pytest
 from django.test import Client
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.processes import WorkerProcess
+
 
 class Scrape:
     """One /metrics answer, parsed: value(name, **labels) sums the matching samples."""
@@ -42,92 +44,6 @@ def scrape():
     return get
 
 
-class WorkerProcess:
-    """A real `celery -A config worker` subprocess on the test database, given queues."""
-
-    def __init__(self, *, name: str, queues: list[str], env: dict[str, str]) -> None:
-        import os
-        import sys
-        from pathlib import Path
-
-        from django.conf import settings
-        from django.db import connection
-
-        self.name = name
-        db = connection.settings_dict
-        host = db.get("HOST") or "127.0.0.1"
-        database_url = f"postgres://{db.get('USER') or 'postgres'}@{host}:{db.get('PORT') or 5432}/{db['NAME']}"
-        if host.startswith("/"):
-            from urllib.parse import quote
-
-            database_url = (
-                f"postgres://{db.get('USER') or 'postgres'}@{quote(host, safe='')}/{db['NAME']}"
-            )
-        self.env = {
-            **os.environ,
-            "DJANGO_SETTINGS_MODULE": "config.settings.test",
-            "DATABASE_URL": database_url,
-            "REDIS_URL": settings.REDIS_URL,
-            "OPS_HEARTBEAT_SECONDS": "1",
-            **env,
-        }
-        self.cmd = [
-            str(Path(sys.executable).with_name("celery")),
-            "-A",
-            "config",
-            "worker",
-            "-P",
-            "solo",
-            "-Q",
-            ",".join(queues),
-            "-n",
-            name,
-            "-l",
-            "WARNING",
-            "--without-gossip",
-            "--without-mingle",
-        ]
-        self.proc = None
-        self.log = None
-
-    def start(self) -> WorkerProcess:
-        import subprocess
-        import tempfile
-
-        from django.conf import settings
-
-        self.log = tempfile.NamedTemporaryFile(prefix="worker-", suffix=".log", delete=False)
-        self.proc = subprocess.Popen(
-            self.cmd, env=self.env, cwd=settings.BASE_DIR, stdout=self.log, stderr=self.log
-        )
-        return self
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def output(self) -> str:
-        with open(self.log.name, errors="replace") as handle:
-            return handle.read()
-
-    def stop(self) -> None:
-        import os
-        import subprocess
-
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
-        self.log.close()
-        os.unlink(self.log.name)
-        self.proc = None
-
-
 @pytest.fixture
 def worker_process():
     """Start worker subprocesses with worker_process(name=..., queues=[...], env={...});
@@ -141,4 +57,4 @@ def worker_process():
 
     yield start
     for worker in started:
-        worker.stop()
+        worker.close()

@@ -18,7 +18,7 @@ from tests.fakes.http import Answer
 from tests.fakes.smtp import SmtpServer
 from tests.fakes.twilio import TwilioFake
 
-QUEUES = ["sms", "email", "scoring"]
+QUEUES = ["sms", "email", "scoring", "interventions"]
 
 
 @pytest.fixture
@@ -64,7 +64,9 @@ def test_a_hanging_sms_provider_leaves_scoring_and_email_unaffected(
         "NOTIFICATIONS_BACKOFF_MAX_SECONDS": "0.5",
     }
     sms_worker = worker_process(name="sms-iso@%h", queues=["sms"], env=env)
-    main_worker = worker_process(name="main-iso@%h", queues=["scoring", "email"], env=env)
+    main_worker = worker_process(
+        name="main-iso@%h", queues=["scoring", "email", "interventions"], env=env
+    )
     leads = [LeadFactory(tenant=tenant) for _ in range(4)]
 
     # given: the SMS provider hangs on the first send
@@ -120,7 +122,7 @@ def test_a_hanging_sms_provider_leaves_scoring_and_email_unaffected(
     live = wait_for(lambda: (w := live_workers()) and len(w) >= 2 and w, timeout=30)
     queues_by_name = {name.split("@")[0]: info["queues"] for name, info in live.items()}
     assert queues_by_name["sms-iso"] == ["sms"]
-    assert queues_by_name["main-iso"] == ["email", "scoring"]
+    assert queues_by_name["main-iso"] == ["email", "interventions", "scoring"]
 
     # The workers' heartbeats reach the web's /metrics. (Their send counters are checked
     # by tests/ops/test_metrics_flow.py and test_worker_exporter.py: asserting them here

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from channels.testing import WebsocketCommunicator
 from django.conf import settings
@@ -10,7 +12,8 @@ from django.contrib.auth.models import User
 from churnapp.factories import AgentFactory
 from churnapp.models import AgentRole
 from config.asgi import application
-from tracking.events import tracking_event_record
+from tracking.events import event_payload, tracking_event_record
+from tracking.models import TrackingEvent
 
 
 def _communicator(cookie: str | None) -> WebsocketCommunicator:
@@ -58,3 +61,23 @@ def test_anonymous_or_tenantless_users_are_refused(
     ws = _communicator(cookie)
     connected, code = loop_thread.run(ws.connect())
     assert not connected and code == 4403
+
+
+def test_the_frame_is_the_events_wire_json_unchanged(transactional_db, client, tenant, loop_thread):
+    """The publisher serializes an event once for every socket; what a page receives is
+    still exactly event_payload's JSON (the shape the events API and live.js read)."""
+    # given a manager connected
+    ws = _communicator(_session_of(client, tenant))
+    assert loop_thread.run(ws.connect())[0]
+    try:
+        # when an event with details is committed
+        event = tracking_event_record(
+            tenant_id=tenant.id, kind="message_sent", stage=1, channel="sms", data={"n": 2}
+        )
+        # then the frame is its payload's JSON text, as json.dumps writes it
+        frame = loop_thread.run(ws.receive_from(timeout=5))
+        stored = TrackingEvent.objects.get(pk=event.id)
+        assert frame == json.dumps(event_payload(stored))
+        assert json.loads(frame)["data"] == {"n": 2}
+    finally:
+        loop_thread.run(ws.disconnect())

@@ -13,6 +13,11 @@ urlpatterns = [
     path("leads/", views.leads, name="leads"),
     path("leads/<int:lead_id>/", views.lead_detail, name="lead-detail"),
     path("escalations/", views.escalations, name="escalations"),
+    path(
+        "escalations/<int:escalation_id>/row/",
+        views.escalation_row,
+        name="escalation-row",
+    ),
     path("me/", views.agent_view, name="agent"),
     path("assets/plotly.min.js", views.plotly_js, name="plotly-js"),
 ]

@@ -161,6 +161,16 @@ def escalations(request: HttpRequest) -> HttpResponse:
 
 @require_GET
 @dashboard_member
+def escalation_row(request: HttpRequest, escalation_id: int) -> HttpResponse:
+    """One queue row, for the page to insert when a live ``escalated`` event arrives."""
+    escalation = selectors.escalation_rows(tenant=request.tenant).filter(pk=escalation_id).first()
+    if escalation is None:
+        raise Http404("No such escalation in your queue.")
+    return render(request, "tracking/dashboard/_escalation_row.html", {"e": escalation})
+
+
+@require_GET
+@dashboard_member
 def agent_view(request: HttpRequest) -> HttpResponse:
     return render(
         request,

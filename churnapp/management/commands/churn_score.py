@@ -8,6 +8,7 @@ import sys
 
 from django.core.management.base import BaseCommand
 
+from churnapp.csv_safety import csv_text_safe
 from churnapp.management.commands._tenant_arg import instant_from_arg, tenant_from_arg
 from churnapp.models import Lead
 from churnapp.risk_selectors import tenant_lead_ids
@@ -51,7 +52,9 @@ class Command(BaseCommand):
                 for i, lead_id in enumerate(scored.lead_ids):
                     writer.writerow(
                         [
-                            external[int(lead_id)],
+                            # The CRM's id, as given: a report opened in a spreadsheet
+                            # must not run it as a formula.
+                            csv_text_safe(external[int(lead_id)]),
                             f"{scored.scores[i]:.4f}",
                             scored.tiers[i],
                             scored.model_version,

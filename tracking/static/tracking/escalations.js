@@ -27,6 +27,31 @@
     });
   }
 
+  // A new escalation: fetch its row from the server (the same template as the page) and
+  // put it in SLA order. If that fails, say so and offer a reload.
+  async function insertRow(id) {
+    const body = document.querySelector("#escalation-table tbody");
+    if (!body) return;
+    try {
+      const response = await fetch(`/escalations/${id}/row/`, { credentials: "same-origin" });
+      if (!response.ok) throw new Error(`HTTP ${response.status}`);
+      const holder = document.createElement("tbody");
+      holder.innerHTML = (await response.text()).trim();
+      const row = holder.querySelector("tr.esc-row");
+      if (!row || rowsFor(id).length) return;
+      const due = Date.parse(row.querySelector(".countdown").dataset.due);
+      const later = Array.from(body.querySelectorAll("tr.esc-row")).find(
+        (r) => Date.parse(r.querySelector(".countdown").dataset.due) > due
+      );
+      body.insertBefore(row, later || null);
+      body.querySelectorAll("tr.esc-empty").forEach((r) => r.remove());
+      if (window.Dashboard && window.Dashboard.tick) window.Dashboard.tick();
+    } catch (err) {
+      const notice = document.getElementById("esc-new");
+      if (notice) notice.hidden = false;
+    }
+  }
+
   document.addEventListener("click", async (e) => {
     const button = e.target.closest(".esc-actions button[data-action]");
     if (!button) return;
@@ -60,8 +85,7 @@
       if (!event.escalation_id) return;
       if (STATUS[event.kind]) show(event.escalation_id, STATUS[event.kind]);
       if (event.kind === "escalated" && !rowsFor(event.escalation_id).length) {
-        const notice = document.getElementById("esc-new");
-        if (notice) notice.hidden = false;
+        insertRow(event.escalation_id);
       }
     });
   }

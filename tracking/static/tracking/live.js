@@ -217,6 +217,7 @@
     on(handler) { state.handlers.push(handler); },
     state,
     resync,
+    tick, // fill in countdowns now (e.g. after inserting a row), not at the next second
   };
   window.Dashboard.on(feedItem);
   window.Dashboard.on(timelineItem);
