@@ -181,14 +181,33 @@ class LoopThread:
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
+        self._inboxes: dict[str, asyncio.Queue] = {}
 
     def run(self, coro):
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
 
     def receive(self, layer, channel: str, timeout: float):
+        """The next message on `channel`, or None after `timeout` seconds.
+
+        The first call starts one receive on the channel that lasts until close(); each
+        call then waits on that receive's inbox. A receive per call would be wrong here:
+        channels-redis's pub/sub layer unsubscribes a channel whose receive is cancelled
+        (it takes the cancel for the consumer leaving), so a timed-out receive drops the
+        channel, and a message published before the next call re-subscribed it was lost
+        (seen once in CI)."""
+
         async def go():
+            inbox = self._inboxes.get(channel)
+            if inbox is None:
+                inbox = self._inboxes[channel] = asyncio.Queue()
+
+                async def pump():
+                    while True:
+                        inbox.put_nowait(await layer.receive(channel))
+
+                asyncio.ensure_future(pump())
             try:
-                return await asyncio.wait_for(layer.receive(channel), timeout)
+                return await asyncio.wait_for(inbox.get(), timeout)
             except TimeoutError:
                 return None
 

@@ -173,6 +173,12 @@ def test_another_tenants_group_gets_nothing(transactional_db, tenant, other_tena
     try:
         with transaction.atomic():
             tracking_event_record(tenant_id=tenant.id, kind="intervention_started")
+        # the other tenant's own event, recorded after it, is the first the member gets
+        # (one publisher thread sends in order), so the first one was not merely late
+        with transaction.atomic():
+            own = tracking_event_record(tenant_id=other_tenant.id, kind="outcome_recorded")
+        got = loop_thread.receive(layer, member, 5)
+        assert got is not None and got["event_id"] == own.id
         assert loop_thread.receive(layer, member, 0.5) is None
     finally:
         loop_thread.run(layer.group_discard(tenant_group(other_tenant.id), member))
