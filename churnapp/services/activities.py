@@ -66,8 +66,6 @@ def _validate(item: ActivityInput, now: dt.datetime) -> str | None:
         return f"unknown kind {item.kind!r}; expected one of {', '.join(ActivityKind.values)}"
     if not item.source_event_id or len(item.source_event_id) > 200:
         return "source_event_id is required (at most 200 characters)"
-    if not item.lead_external_id:
-        return "lead_external_id is required"
     if timezone.is_naive(item.occurred_at):
         return "occurred_at must carry a time zone"
     if item.occurred_at > now + FUTURE_TOLERANCE:
@@ -95,7 +93,7 @@ def activities_ingest(
     now = timezone.now()
     errors: dict[str, str] = {}
     for index, item in enumerate(items):
-        problem = _validate(item, now)
+        problem = _validate(item, now) if item.lead_external_id else "lead_external_id is required"
         if problem:
             errors[str(index)] = problem
 
@@ -124,24 +122,30 @@ def activities_ingest(
             f"{len(errors)} of {len(items)} activities are invalid; nothing was stored.",
             details={"items": errors},
         )
-    return _insert(tenant=tenant, items=items, lead_ids=leads, now=now)
+    return _insert(
+        tenant_id=tenant.id,
+        items=items,
+        lead_pks=[leads[item.lead_external_id] for item in items],
+        now=now,
+    )
 
 
 # No savepoint when called inside a transaction (callbacks): nothing here is retried
 # on failure, and SAVEPOINT + RELEASE are two more round trips.
 @transaction.atomic(savepoint=False)
 def _insert(
-    *, tenant: Tenant, items: Sequence[ActivityInput], lead_ids: dict[str, int], now: dt.datetime
+    *, tenant_id: int, items: Sequence[ActivityInput], lead_pks: Sequence[int], now: dt.datetime
 ) -> IngestResult:
+    """Insert `items` (each of the lead whose id is at the same place in `lead_pks`)."""
     rows: list[tuple] = []
     seen: set[str] = set()
-    for item in items:
+    for item, lead_pk in zip(items, lead_pks, strict=True):
         if item.source_event_id in seen:
             continue
         seen.add(item.source_event_id)
         rows.append(
             (
-                lead_ids[item.lead_external_id],
+                lead_pk,
                 item.kind,
                 item.direction or KIND_DIRECTION[item.kind],
                 item.channel or KIND_CHANNEL[item.kind],
@@ -170,7 +174,7 @@ def _insert(
             ON CONFLICT (tenant_id, source_event_id) DO NOTHING
             RETURNING id, source_event_id, lead_id, direction
             """,
-            [tenant.id, now, json.dumps(rows)],
+            [tenant_id, now, json.dumps(rows)],
         )
         inserted = cursor.fetchall()
     created_events = {row[1] for row in inserted}
@@ -185,7 +189,7 @@ def _insert(
         _lead_clocks_move(activity_ids=activity_ids, lead_ids=lead_ids_moved)
         activity_ingested.send(
             sender=LeadActivity,
-            tenant_id=tenant.id,
+            tenant_id=tenant_id,
             lead_ids=lead_ids_moved,
             activity_ids=activity_ids,
             inbound_lead_ids=sorted({row[2] for row in inserted if row[3] == Direction.INBOUND}),
@@ -246,27 +250,29 @@ def _lead_clocks_move(*, activity_ids: Sequence[int], lead_ids: Sequence[int]) -
 
 def activity_record(
     *,
-    tenant: Tenant,
-    lead: Lead,
+    tenant_id: int,
+    lead_id: int,
     kind: str,
     occurred_at: dt.datetime,
     source_event_id: str,
     value: float | None = None,
     payload: dict | None = None,
 ) -> bool:
-    """Record one activity of a known lead (webhooks, replies). True if it was new."""
-    result = activities_ingest(
-        tenant=tenant,
-        items=[
-            ActivityInput(
-                lead_external_id=lead.external_id,
-                kind=kind,
-                occurred_at=occurred_at,
-                source_event_id=source_event_id,
-                value=value,
-                payload=payload or {},
-            )
-        ],
-        known_leads=[lead],
+    """Record one activity of a lead the caller holds (webhooks, replies, engagement
+    callbacks). True if it was new; ApplicationError if the activity is invalid.
+
+    By ids: a callback that locked its message by plain SQL has the lead's and tenant's
+    ids, and needs neither row to record this."""
+    now = timezone.now()
+    item = ActivityInput(
+        lead_external_id="",
+        kind=kind,
+        occurred_at=occurred_at,
+        source_event_id=source_event_id,
+        value=value,
+        payload=payload or {},
     )
+    if problem := _validate(item, now):
+        raise ApplicationError(f"Invalid activity: {problem}", details={"items": {"0": problem}})
+    result = _insert(tenant_id=tenant_id, items=[item], lead_pks=[lead_id], now=now)
     return result.created == 1

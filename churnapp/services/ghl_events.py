@@ -301,8 +301,8 @@ def _appointment(tenant: Tenant, event_type: str, payload: dict) -> EventOutcome
         start = _occurred_at(appointment, "startTime")
         occurred_at = min(start, occurred_at)
     created = activity_record(
-        tenant=tenant,
-        lead=lead,
+        tenant_id=tenant.id,
+        lead_id=lead.pk,
         kind=kind,
         occurred_at=occurred_at,
         # One booking, one cancellation, one showing per appointment, however often
@@ -338,8 +338,8 @@ def _opportunity(tenant: Tenant, event_type: str, payload: dict) -> EventOutcome
     value = opportunity.get("monetaryValue")
     lead = _lead_for_contact(tenant, contact_id)
     created = activity_record(
-        tenant=tenant,
-        lead=lead,
+        tenant_id=tenant.id,
+        lead_id=lead.pk,
         kind=kinds[status],
         occurred_at=timestamp_parse(payload["timestamp"]),
         source_event_id=f"ghl:opportunity:{opportunity_id}:{status}",

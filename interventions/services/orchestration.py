@@ -7,7 +7,7 @@ import datetime as dt
 import random
 from collections.abc import Iterable
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Case, Value, When
 from django.utils import timezone
 
@@ -413,21 +413,29 @@ def interventions_on_activity(
     # intervention (constraint); rows are locked in id order so that concurrent
     # batches cannot deadlock.
     activity_ids = list(activity_ids)
-    open_interventions = Intervention.objects.select_for_update(of=("self",)).select_related(
-        "policy"
-    )
     if lead_ids is None:
         lead_ids = LeadActivity.objects.filter(
             tenant_id=tenant_id, id__in=activity_ids
         ).values_list("lead_id", flat=True)
+    # Locked by plain SQL with one array parameter: this runs in every ingest batch and
+    # every engagement callback, nearly always to find nothing, and the ORM form (IN of
+    # up to a thousand ids, select_related) cost more to compile than to run.
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT id FROM {Intervention._meta.db_table}"
+            " WHERE tenant_id = %s AND lead_id = ANY(%s::bigint[]) AND status = ANY(%s)"
+            " ORDER BY id FOR UPDATE",
+            [tenant_id, list(lead_ids), [s.value for s in OPEN_STATUSES]],
+        )
+        locked_ids = [row[0] for row in cursor.fetchall()]
+    if not locked_ids:
+        return 0
     by_lead = {
         i.lead_id: i
-        for i in open_interventions.filter(
-            tenant_id=tenant_id, lead_id__in=list(lead_ids), status__in=OPEN_STATUSES
-        ).order_by("pk")
+        for i in Intervention.objects.select_related("policy")
+        .filter(pk__in=locked_ids)
+        .order_by("pk")
     }
-    if not by_lead:
-        return 0
     rows = (
         LeadActivity.objects.filter(
             tenant_id=tenant_id, id__in=activity_ids, lead_id__in=list(by_lead)
