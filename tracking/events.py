@@ -12,7 +12,7 @@ import threading
 
 from channels.layers import get_channel_layer
 from django.core.serializers.json import DjangoJSONEncoder
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from notifications.metrics import broadcast_lag_observe
@@ -40,11 +40,6 @@ def event_payload(event: TrackingEvent) -> dict:
     }
 
 
-def _json_safe(data: dict) -> dict:
-    # Signal details may carry datetimes or Decimals; the log and the wire hold JSON.
-    return json.loads(json.dumps(data or {}, cls=DjangoJSONEncoder))
-
-
 def tracking_event_record(
     *,
     tenant_id: int,
@@ -59,7 +54,9 @@ def tracking_event_record(
     occurred_at: dt.datetime | None = None,
 ) -> TrackingEvent:
     """Append one event in the caller's transaction and broadcast it once that commits."""
-    event = TrackingEvent.objects.create(
+    # Signal details may carry datetimes or Decimals; the log and the wire hold JSON.
+    text = json.dumps(data or {}, cls=DjangoJSONEncoder)
+    event = TrackingEvent(
         tenant_id=tenant_id,
         kind=kind,
         lead_id=lead_id,
@@ -68,9 +65,33 @@ def tracking_event_record(
         escalation_id=escalation_id,
         stage=stage,
         channel=channel or "",
-        data=_json_safe(data or {}),
+        data=json.loads(text),
         occurred_at=occurred_at or timezone.now(),
     )
+    # Plain SQL: every status change and engagement appends one, in the transaction of
+    # a callback or a send; the ORM's create compiled its INSERT anew each time. No
+    # post_save is sent, and nothing listens to one for this model.
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {TrackingEvent._meta.db_table} (tenant_id, lead_id, intervention_id,"
+            " message_id, escalation_id, kind, stage, channel, data, occurred_at)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb, %s) RETURNING id",
+            [
+                tenant_id,
+                lead_id,
+                intervention_id,
+                message_id,
+                escalation_id,
+                kind,
+                stage,
+                event.channel,
+                text,
+                event.occurred_at,
+            ],
+        )
+        event.id = cursor.fetchone()[0]
+    event._state.adding = False
+    event._state.db = connection.alias
     tracking_event_send_on_commit(tenant_id=tenant_id, payload=event_payload(event))
     return event
 

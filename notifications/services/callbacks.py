@@ -112,14 +112,45 @@ def _engage(message: Message, kind: str, occurred_at: dt.datetime) -> None:
     )
 
 
-def _message_lock(message_id: int) -> Message:
-    """The message, its row locked: one plain query. The ORM's form of it compiled the
-    message's forty-odd columns every call, a quarter of an open pixel's time."""
-    table = Message._meta.db_table
-    for message in Message.objects.raw(
-        f"SELECT * FROM {table} WHERE id = %s FOR UPDATE", [message_id]
-    ):
-        return message
+def _message_lock_and_store(
+    *,
+    message_id: int,
+    provider: str,
+    event_id: str,
+    kind: str,
+    occurred_at: dt.datetime,
+    payload: dict | None,
+) -> tuple[Message, bool]:
+    """Lock the message and store the callback's event once, in one statement: the
+    message, and False when this event id was seen before (a duplicate).
+
+    An engagement callback's first two steps as one round trip of plain SQL: the ORM's
+    lock compiled the message's forty-odd columns every call (a quarter of an open
+    pixel's time), and event_store was a second round trip."""
+    messages, events = Message._meta.db_table, MessageEvent._meta.db_table
+    query = f"""
+        WITH m AS (SELECT * FROM {messages} WHERE id = %s FOR UPDATE),
+        ev AS (
+            INSERT INTO {events} (tenant_id, message_id, provider, event_id, kind, status,
+                                  occurred_at, payload, received_at)
+            SELECT m.tenant_id, m.id, %s, %s, %s, %s, %s, %s::jsonb, %s FROM m
+            ON CONFLICT (tenant_id, provider, event_id) DO NOTHING
+            RETURNING id
+        )
+        SELECT m.*, EXISTS (SELECT 1 FROM ev) AS event_is_new FROM m
+    """
+    params = [
+        message_id,
+        provider,
+        event_id[:255],
+        kind,
+        kind[:32],
+        occurred_at,
+        json.dumps(payload or {}),
+        timezone.now(),
+    ]
+    for message in Message.objects.raw(query, params):
+        return message, message.event_is_new
     raise Message.DoesNotExist(f"no message {message_id}")
 
 
@@ -140,17 +171,15 @@ def message_engagement_record(
     only moves forward. Give the message or, when the caller has not read it (the open
     pixel), its id: Message.DoesNotExist if there is no such message."""
     occurred_at = occurred_at or timezone.now()
-    locked = _message_lock(message.pk if message is not None else message_id)
-    if not event_store(
-        tenant_id=locked.tenant_id,
+    locked, new = _message_lock_and_store(
+        message_id=message.pk if message is not None else message_id,
         provider=provider,
         event_id=event_id,
         kind=kind,
-        status=kind,
-        message=locked,
         occurred_at=occurred_at,
         payload=payload,
-    ):
+    )
+    if not new:
         return False
     if locked.status in (MessageStatus.SUPPRESSED, MessageStatus.CANCELLED):
         return False

@@ -133,7 +133,11 @@ def message_status_set(
         occurred_at=occurred_at,
         fields=fields,
     )
-    message.save(update_fields=sorted(update))
+    # Written as message_status_set_many writes (no post_save: what listens to one, the
+    # tracking log and the fallback metric, acts on created rows only). The ORM's
+    # save(update_fields=...) compiled its UPDATE anew on every callback.
+    message.updated_at = timezone.now()
+    _rows_update(messages=[message], names=sorted(update))
     _status_announce(message=message, previous=previous)
 
 
