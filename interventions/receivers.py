@@ -8,6 +8,7 @@ from interventions.services.orchestration import (
     intervention_on_risk,
     interventions_on_activity,
 )
+from notifications.models import MessageStatus
 
 
 def on_risk_assessed(
@@ -43,7 +44,9 @@ def on_activity_ingested(sender, *, tenant_id, activity_ids, lead_ids=(), **kwar
 
 def on_message_status_changed(sender, *, new_status, metadata=None, **kwargs) -> None:
     intervention_id = (metadata or {}).get("intervention_id")
-    if intervention_id:
+    # Only a send moves an intervention on a status alone (it activates it); engagement
+    # comes through message_engaged. Other statuses would lock the intervention for nothing.
+    if intervention_id and new_status in (MessageStatus.SENT, MessageStatus.DELIVERED):
         intervention_on_message(intervention_id=intervention_id, new_status=new_status)
 
 
