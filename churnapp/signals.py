@@ -3,7 +3,9 @@
 from django.dispatch import Signal
 
 # New activity was stored. kwargs: tenant_id: int, lead_ids: list[int],
-# activity_ids: list[int], inbound_lead_ids: list[int] (leads that did something).
+# activity_ids: list[int], inbound_lead_ids: list[int] (leads that did something),
+# kinds: frozenset[str] (the kinds among the stored activities: a receiver that acts on
+# a few kinds can skip a batch without reading it back).
 activity_ingested = Signal()
 
 # A CRM message event (GHL InboundMessage/OutboundMessage) was verified and applied to

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from interventions.services.orchestration import (
+    ACTIVITY_KINDS_ACTED_ON,
     intervention_on_message,
     intervention_on_opt_out,
     intervention_on_risk,
@@ -36,9 +37,15 @@ def on_risk_assessed(
     )
 
 
-def on_activity_ingested(sender, *, tenant_id, activity_ids, lead_ids=(), **kwargs) -> None:
+def on_activity_ingested(
+    sender, *, tenant_id, activity_ids, lead_ids=(), kinds=None, **kwargs
+) -> None:
     # Every batch, not only those with inbound activity: an opportunity won or lost has
-    # no direction and must end the open intervention all the same.
+    # no direction and must end the open intervention all the same. A batch of no kind
+    # that moves an intervention (an email open: that engages it through
+    # message_engaged) is skipped without a query.
+    if kinds is not None and kinds.isdisjoint(ACTIVITY_KINDS_ACTED_ON):
+        return
     interventions_on_activity(tenant_id=tenant_id, activity_ids=activity_ids, lead_ids=lead_ids)
 
 

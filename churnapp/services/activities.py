@@ -172,7 +172,7 @@ def _insert(
                    r->>5, (r->>6)::float8, r->7, %s
               FROM jsonb_array_elements(%s::jsonb) AS r
             ON CONFLICT (tenant_id, source_event_id) DO NOTHING
-            RETURNING id, source_event_id, lead_id, direction
+            RETURNING id, source_event_id, lead_id, direction, kind
             """,
             [tenant_id, now, json.dumps(rows)],
         )
@@ -193,6 +193,7 @@ def _insert(
             lead_ids=lead_ids_moved,
             activity_ids=activity_ids,
             inbound_lead_ids=sorted({row[2] for row in inserted if row[3] == Direction.INBOUND}),
+            kinds=frozenset(row[4] for row in inserted),
         )
     return IngestResult(statuses=statuses, created_ids=[row[0] for row in inserted])
 

@@ -67,6 +67,8 @@ CONVERSION_KINDS = frozenset(
     }
 )
 CHURN_KINDS = frozenset({ActivityKind.OPPORTUNITY_LOST})
+# What interventions_on_activity acts on; a batch of none of these changes nothing.
+ACTIVITY_KINDS_ACTED_ON = REENGAGE_KINDS | REPLY_KINDS | CONVERSION_KINDS | CHURN_KINDS
 # The tenant's churn definition at the last stage: silent this long means churned.
 CHURN_SILENCE = dt.timedelta(days=30)
 

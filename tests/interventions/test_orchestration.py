@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import datetime as dt
 
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from churnapp.services.activities import ActivityInput, activities_ingest
@@ -83,6 +85,42 @@ def test_reply_at_stage_one_ends_it_as_re_engaged_and_stops_sends(lead, policy, 
     assert intervention.steps.get().status == StepStatus.CANCELLED
     # and a later silent window does not restart anything
     assert interventions_evaluate_due(now=timezone.now() + dt.timedelta(days=4)) == 0
+
+
+def test_a_batch_of_kinds_that_move_no_intervention_does_not_read_them(lead, policy, assess):
+    """An email open engages through message_engaged, not as activity: a batch of only
+    such kinds leaves the open intervention alone without a query of it."""
+    assess(lead, "early_warning")
+    intervention = _open(lead)
+    with CaptureQueriesContext(connection) as captured:
+        activities_ingest(
+            tenant=lead.tenant,
+            items=[
+                ActivityInput(
+                    lead_external_id=lead.external_id,
+                    kind="email_open",
+                    occurred_at=timezone.now(),
+                    source_event_id="open-1",
+                )
+            ],
+        )
+    assert not [q for q in captured.captured_queries if "interventions_intervention" in q["sql"]]
+    intervention.refresh_from_db()
+    assert intervention.status == "planned"
+    # while a website visit in the next batch engages it
+    activities_ingest(
+        tenant=lead.tenant,
+        items=[
+            ActivityInput(
+                lead_external_id=lead.external_id,
+                kind="website_visit",
+                occurred_at=timezone.now(),
+                source_event_id="visit-1",
+            )
+        ],
+    )
+    intervention.refresh_from_db()
+    assert intervention.status == InterventionStatus.ENGAGED
 
 
 def test_a_batch_with_only_an_opportunity_lost_ends_the_intervention(lead, policy, assess):
