@@ -22,6 +22,21 @@ from interventions.services.orchestration import interventions_evaluate_due
 from notifications.models import Message, MessageStatus
 
 
+def _ingest_now(lead, kind: str, event_id: str) -> None:
+    """One activity of the lead, now, as the CRM would send it."""
+    activities_ingest(
+        tenant=lead.tenant,
+        items=[
+            ActivityInput(
+                lead_external_id=lead.external_id,
+                kind=kind,
+                occurred_at=timezone.now(),
+                source_event_id=event_id,
+            )
+        ],
+    )
+
+
 def _open(lead) -> Intervention:
     return Intervention.objects.get(lead=lead, status__in=["planned", "active", "engaged"])
 
@@ -66,17 +81,7 @@ def test_reply_at_stage_one_ends_it_as_re_engaged_and_stops_sends(lead, policy, 
     intervention = _open(lead)
     message = intervention.steps.get().message
     # when the lead replies by SMS (ingested as the CRM would)
-    activities_ingest(
-        tenant=lead.tenant,
-        items=[
-            ActivityInput(
-                lead_external_id=lead.external_id,
-                kind="sms_inbound",
-                occurred_at=timezone.now(),
-                source_event_id="reply-1",
-            )
-        ],
-    )
+    _ingest_now(lead, "sms_inbound", "reply-1")
     # then
     intervention.refresh_from_db()
     assert (intervention.status, intervention.outcome) == ("resolved", Outcome.RE_ENGAGED)
@@ -93,32 +98,12 @@ def test_a_batch_of_kinds_that_move_no_intervention_does_not_read_them(lead, pol
     assess(lead, "early_warning")
     intervention = _open(lead)
     with CaptureQueriesContext(connection) as captured:
-        activities_ingest(
-            tenant=lead.tenant,
-            items=[
-                ActivityInput(
-                    lead_external_id=lead.external_id,
-                    kind="email_open",
-                    occurred_at=timezone.now(),
-                    source_event_id="open-1",
-                )
-            ],
-        )
+        _ingest_now(lead, "email_open", "open-1")
     assert not [q for q in captured.captured_queries if "interventions_intervention" in q["sql"]]
     intervention.refresh_from_db()
     assert intervention.status == "planned"
     # while a website visit in the next batch engages it
-    activities_ingest(
-        tenant=lead.tenant,
-        items=[
-            ActivityInput(
-                lead_external_id=lead.external_id,
-                kind="website_visit",
-                occurred_at=timezone.now(),
-                source_event_id="visit-1",
-            )
-        ],
-    )
+    _ingest_now(lead, "website_visit", "visit-1")
     intervention.refresh_from_db()
     assert intervention.status == InterventionStatus.ENGAGED
 
@@ -130,17 +115,7 @@ def test_a_batch_with_only_an_opportunity_lost_ends_the_intervention(lead, polic
     assess(lead, "early_warning")
     intervention = _open(lead)
     # when the CRM reports only the lost opportunity
-    activities_ingest(
-        tenant=lead.tenant,
-        items=[
-            ActivityInput(
-                lead_external_id=lead.external_id,
-                kind="opportunity_lost",
-                occurred_at=timezone.now(),
-                source_event_id="lost-1",
-            )
-        ],
-    )
+    _ingest_now(lead, "opportunity_lost", "lost-1")
     # then
     intervention.refresh_from_db()
     assert (intervention.status, intervention.outcome) == ("resolved", Outcome.CHURNED)
