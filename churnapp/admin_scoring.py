@@ -145,16 +145,18 @@ class ScoringRunAdmin(TenantScopedAdmin):
 
 @admin.register(RiskAssessment)
 class RiskAssessmentAdmin(TenantScopedAdmin):
+    # Tier changes only: daily snapshots are RiskSnapshot rows, keyed (lead, day), which
+    # Django 5.2's admin cannot register (composite primary key); a lead's snapshots are
+    # on its dashboard page and in its risk API history.
     list_display = (
         "lead",
-        "kind",
         "assessed_at",
         "score",
         "previous_tier",
         "tier",
         "model_version",
     )
-    list_filter = ("kind", "tier")
+    list_filter = ("tier",)
     raw_id_fields = ("lead", "run")
 
     def has_add_permission(self, request):

@@ -1,4 +1,5 @@
-"""Risk scoring tables: thresholds, churn definition, model registry, runs, assessments."""
+"""Risk scoring tables: thresholds, churn definition, model registry, runs, assessments
+and daily snapshots."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ __all__ = [
     "InterventionOutcome",
     "LeadInterventionEvent",
     "RiskAssessment",
+    "RiskSnapshot",
     "RiskThresholds",
     "ScoringChunk",
     "ScoringChunkStatus",
@@ -202,15 +204,17 @@ class ScoringChunk(models.Model):
 
 class AssessmentKind(models.TextChoices):
     TIER_CHANGE = "tier_change"
+    # A lead's risk history shows its `RiskSnapshot`s with this kind; since 0008 no
+    # RiskAssessment row has it.
     DAILY = "daily"
 
 
 class RiskAssessment(models.Model):
-    """A scored moment worth keeping: a tier change, or the lead's one daily snapshot."""
+    """A tier change: the moment a lead's tier moved, with the reasons and the run."""
 
     tenant = models.ForeignKey("churnapp.Tenant", on_delete=models.CASCADE, related_name="+")
     # Indexed by riskassessment_lead_time (lead_id first): a lone lead_id index was one
-    # more write for each of the day's snapshots and served no query.
+    # more write per row and served no query.
     lead = models.ForeignKey(
         "churnapp.Lead", on_delete=models.CASCADE, related_name="risk_assessments", db_index=False
     )
@@ -227,17 +231,48 @@ class RiskAssessment(models.Model):
     )
 
     class Meta:
-        constraints = [
-            models.UniqueConstraint(
-                fields=["lead", "day"],
-                condition=Q(kind="daily"),
-                name="riskassessment_one_daily_per_lead",
-            )
-        ]
         indexes = [models.Index(fields=["lead", "-assessed_at"], name="riskassessment_lead_time")]
 
     def __str__(self) -> str:
         return f"{self.lead_id} {self.previous_tier}->{self.tier} {self.score:.2f}"
+
+
+class RiskSnapshot(models.Model):
+    """A lead's score once a day (the day's first score): its risk history between tier
+    changes. The first run of each UTC day writes one per active lead, so the table is
+    kept narrow and its only index is its key (lead, day), which the history reads and
+    which makes a second snapshot of the same day impossible. Reasons stay with the
+    lead's current score and its tier changes."""
+
+    pk = models.CompositePrimaryKey("lead", "day")
+    # No index of their own: the key leads with lead_id, and nothing reads by tenant
+    # alone (tenant-scoped reads go through the lead). No database constraint either:
+    # the only writer, scores_apply, takes each row from its UPDATE of the tenant's
+    # locked lead rows, so both references hold by construction, and the per-row checks
+    # were two thirds of the day's snapshot INSERT. Deletes cascade in the ORM as for
+    # every other foreign key here. Fixed-width columns first, widest first: no padding.
+    lead = models.ForeignKey(
+        "churnapp.Lead",
+        on_delete=models.CASCADE,
+        related_name="risk_snapshots",
+        db_index=False,
+        db_constraint=False,
+    )
+    tenant = models.ForeignKey(
+        "churnapp.Tenant",
+        on_delete=models.CASCADE,
+        related_name="+",
+        db_index=False,
+        db_constraint=False,
+    )
+    assessed_at = models.DateTimeField()
+    score = models.FloatField()
+    day = models.DateField()
+    tier = models.CharField(max_length=16)
+    model_version = models.CharField(max_length=64)
+
+    def __str__(self) -> str:
+        return f"{self.lead_id} {self.day} {self.tier} {self.score:.2f}"
 
 
 class InterventionOutcome(models.TextChoices):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 from django.db import connection
@@ -20,12 +21,14 @@ from churnapp.ml.features import (
     RawFeatures,
 )
 from churnapp.models import (
+    AssessmentKind,
     ChurnDefinition,
     Lead,
     LeadActivity,
     LeadInterventionEvent,
     LeadStatus,
     RiskAssessment,
+    RiskSnapshot,
     RiskThresholds,
     RiskTier,
     Tenant,
@@ -551,8 +554,53 @@ def tenant_churn_definition(*, tenant_id: int) -> ChurnDefinition:
     return definition
 
 
-def lead_risk_history(*, lead: Lead, limit: int = 50):
-    return RiskAssessment.objects.filter(lead=lead).order_by("-assessed_at", "-id")[:limit]
+@dataclass(frozen=True)
+class RiskHistoryEntry:
+    """One point of a lead's risk history: a tier change (a `RiskAssessment`, with its id,
+    previous tier and reasons) or a daily snapshot (a `RiskSnapshot`, which keeps neither:
+    id and previous_tier are None, reasons empty)."""
+
+    kind: str
+    assessed_at: dt.datetime
+    score: float
+    tier: str
+    model_version: str
+    id: int | None = None
+    previous_tier: str | None = None
+    reasons: list = field(default_factory=list)
+
+
+def lead_risk_history(*, lead: Lead, limit: int = 50) -> list[RiskHistoryEntry]:
+    """The lead's tier changes and daily snapshots, newest first (each table read by its
+    lead-first index, at most `limit` rows from each)."""
+    changes = [
+        RiskHistoryEntry(
+            kind=a.kind,
+            assessed_at=a.assessed_at,
+            score=a.score,
+            tier=a.tier,
+            model_version=a.model_version,
+            id=a.id,
+            previous_tier=a.previous_tier,
+            reasons=a.reasons,
+        )
+        for a in RiskAssessment.objects.filter(tenant_id=lead.tenant_id, lead=lead).order_by(
+            "-assessed_at", "-id"
+        )[:limit]
+    ]
+    snapshots = [
+        RiskHistoryEntry(kind=AssessmentKind.DAILY, **row)
+        for row in RiskSnapshot.objects.filter(tenant_id=lead.tenant_id, lead=lead)
+        .order_by("-day")
+        .values("assessed_at", "score", "tier", "model_version")[:limit]
+    ]
+    # Same instant (a tier change and the day's snapshot of one score): the change first.
+    entries = sorted(
+        changes + snapshots,
+        key=lambda e: (e.assessed_at, e.kind == AssessmentKind.TIER_CHANGE),
+        reverse=True,
+    )
+    return entries[:limit]
 
 
 def tenant_get(*, tenant_id: int) -> Tenant:

@@ -22,14 +22,20 @@ class ReasonSerializer(serializers.Serializer):
 
 
 class AssessmentSerializer(serializers.Serializer):
-    id = serializers.IntegerField()
-    kind = serializers.CharField()
+    id = serializers.IntegerField(
+        allow_null=True, help_text="The tier change's id; null for a daily snapshot."
+    )
+    kind = serializers.CharField(help_text="tier_change, or daily (the day's first score).")
     assessed_at = serializers.DateTimeField()
     score = serializers.FloatField()
     tier = serializers.CharField()
-    previous_tier = serializers.CharField()
+    previous_tier = serializers.CharField(
+        allow_null=True, help_text="The tier before a tier change; null for a daily snapshot."
+    )
     model_version = serializers.CharField()
-    reasons = ReasonSerializer(many=True)
+    reasons = ReasonSerializer(
+        many=True, help_text="A tier change's reasons; empty for a snapshot."
+    )
 
 
 class ThresholdsSerializer(serializers.Serializer):

@@ -34,7 +34,7 @@ from django.utils import timezone
 
 from churnapp import risk_selectors
 from churnapp.ml.features import vectorize
-from churnapp.models import ChurnDefinition, Lead, ScoringRun, Tenant
+from churnapp.models import ChurnDefinition, Lead, RiskSnapshot, ScoringRun, Tenant
 from churnapp.services.model_registry import scorer_for_tenant
 from churnapp.services.scoring import CHUNK_SIZE, leads_score
 from churnapp.services.training import churn_model_train
@@ -267,6 +267,9 @@ def test_full_rescore(transactional_db, bench_results):
         worker.stop()
     assert first.leads_scored == primed
     assert all(run.leads_scored == primed for _s, run in hourly)
+    # the first run wrote every lead's snapshot of its day (and the hourly runs none of it)
+    first_day = first.as_of.astimezone(dt.UTC).date()
+    assert RiskSnapshot.objects.filter(tenant=tenant, day=first_day).count() == primed
     hourly_stats = Stats.of([s for s, _run in hourly])
 
     # --- the raw floor: feature SQL over the same chunks + one vectorized model call -------

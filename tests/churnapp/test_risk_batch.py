@@ -14,6 +14,7 @@ from churnapp.models import (
     AssessmentKind,
     Lead,
     RiskAssessment,
+    RiskSnapshot,
     RiskTier,
     ScoringChunk,
     ScoringChunkStatus,
@@ -88,7 +89,7 @@ def test_batch_run_scores_every_lead_once_per_slot(scoring_worker, assessed):
     assert {c["previous_tier"] for c in assessed} == {RiskTier.UNSCORED}
     assert sorted(c["lead_id"] for c in assessed) == sorted(lead.pk for lead in leads)
     assert all(c["model_version"] == "rules-v1" and c["assessment_id"] for c in assessed)
-    assert RiskAssessment.objects.filter(tenant=tenant, kind=AssessmentKind.DAILY).count() == 12
+    assert RiskSnapshot.objects.filter(tenant=tenant).count() == 12
 
     # when: the same slot is started again (beat fired twice, or overlapping workers)
     again, created_again = scoring_run_start(tenant_id=tenant.id, slot=slot, chunk_size=5)
@@ -96,7 +97,8 @@ def test_batch_run_scores_every_lead_once_per_slot(scoring_worker, assessed):
     for chunk in ScoringChunk.objects.filter(run=run):
         assert scoring_chunk_process(chunk_id=chunk.pk) is None  # claimed and done
     # then: no double work
-    assert RiskAssessment.objects.filter(tenant=tenant).count() == 24
+    assert RiskAssessment.objects.filter(tenant=tenant).count() == 12
+    assert RiskSnapshot.objects.filter(tenant=tenant).count() == 12
     assert ScoringRun.objects.get(pk=run.pk).leads_scored == 12
     assert len(assessed) == 12
 
@@ -115,7 +117,7 @@ def test_next_slot_writes_only_tier_changes_and_one_daily_snapshot(assessed):
     assert (
         RiskAssessment.objects.filter(tenant=tenant, kind=AssessmentKind.TIER_CHANGE).count() == 12
     )
-    assert RiskAssessment.objects.filter(tenant=tenant, kind=AssessmentKind.DAILY).count() == 12
+    assert RiskSnapshot.objects.filter(tenant=tenant).count() == 12
     # a tier that moved since the last score: exactly one new row and one signal
     target = leads[-1]  # the most silent lead, never "low"
     Lead.objects.filter(pk=target.pk).update(risk_tier=RiskTier.LOW)
@@ -125,7 +127,7 @@ def test_next_slot_writes_only_tier_changes_and_one_daily_snapshot(assessed):
     assert (assessed[-1]["lead_id"], assessed[-1]["previous_tier"]) == (target.pk, RiskTier.LOW)
     assert assessed[-1]["new_tier"] == target.risk_tier
     assert RiskAssessment.objects.filter(lead=target, kind=AssessmentKind.TIER_CHANGE).count() == 2
-    assert RiskAssessment.objects.filter(lead=target, kind=AssessmentKind.DAILY).count() == 1
+    assert RiskSnapshot.objects.filter(lead=target).count() == 1
 
 
 @pytest.mark.django_db(transaction=True)

@@ -12,7 +12,7 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from churnapp.factories import LeadFactory
-from churnapp.models import Lead, RiskAssessment, RiskTier
+from churnapp.models import Lead, RiskSnapshot, RiskTier
 from tracking.events import tracking_event_record
 from tracking.models import EventKind
 
@@ -122,17 +122,14 @@ def test_lead_detail_shows_history_and_is_walled(manager_user, other_manager_use
     now = timezone.now()
     for days, score, tier, version in ((3, 0.3, "low", "v6"), (1, 0.9, "critical", "v7")):
         at = now - dt.timedelta(days=days)
-        RiskAssessment.objects.create(
+        RiskSnapshot.objects.create(
             tenant=tenant,
             lead=lead,
-            kind="daily",
             assessed_at=at,
             day=at.date(),
             score=score,
             tier=tier,
-            previous_tier="low",
             model_version=version,
-            reasons=[],
         )
     Lead.objects.filter(pk=lead.pk).update(
         risk_model_version="v7", risk_reasons=[{"factor": "silence", "text": "silent 9 days"}]
