@@ -106,7 +106,10 @@ class _ProcessClient:
             or certifi.where()
         )
         self.pool_options = {
-            "maxsize": 4,
+            # Idle connections kept per provider host. The process's threads share
+            # them (a web process's WEB_SYNC_THREADS may send at once); beyond this a
+            # connection is made for the call and closed after it.
+            "maxsize": 16,
             "cert_reqs": "CERT_REQUIRED",
             "ca_certs": bundle,
             "retries": False,
