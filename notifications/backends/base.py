@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
-import os
-import threading
 import time
 from dataclasses import dataclass, field
 from decimal import Decimal
 from email.utils import parsedate_to_datetime
-from http.cookiejar import DefaultCookiePolicy
 from typing import TYPE_CHECKING, ClassVar
 
-import requests
 from django.conf import settings
 from django.utils import timezone
+
+from notifications.backends.transport import (
+    AnswerTimeout,
+    ConnectFailed,
+    ConnectionLost,
+    HttpResponse,
+    InvalidUrl,
+    http_request,
+)
 
 if TYPE_CHECKING:
     from churnapp.models import Tenant
@@ -117,7 +122,8 @@ class BaseBackend:
         return default
 
 
-def retry_after_seconds(response: requests.Response) -> float | None:
+def retry_after_seconds(response) -> float | None:
+    """The wait a 429 or 5xx answer asks for (`response.headers`: case-insensitive)."""
     value = response.headers.get("Retry-After")
     if value:
         try:
@@ -136,65 +142,35 @@ def retry_after_seconds(response: requests.Response) -> float | None:
     return None
 
 
-_sessions = threading.local()
-
-
-def http_session() -> requests.Session:
-    """This thread's kept-alive HTTP session to the providers (a forked child makes its
-    own). A connection per send costs a TCP handshake and, to a real provider, a TLS
-    one: more than the rest of the send. No cookies are kept: one provider's or
-    tenant's answer must never ride along on the next request."""
-    session = getattr(_sessions, "session", None)
-    if session is None or _sessions.pid != os.getpid():
-        session = requests.Session()
-        session.cookies.set_policy(DefaultCookiePolicy(allowed_domains=[]))
-        # Reading proxies, CA bundle and netrc from the environment again on every
-        # request cost a tenth of a send: without proxies (or netrc) set, the session
-        # takes the CA bundle once, as requests would on each call.
-        if not _environment_sets_proxies():
-            session.trust_env = False
-            bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
-            if bundle:
-                session.verify = bundle
-        adapter = requests.adapters.HTTPAdapter(pool_connections=32, pool_maxsize=4)
-        session.mount("http://", adapter)
-        session.mount("https://", adapter)
-        _sessions.session, _sessions.pid = session, os.getpid()
-    return session
-
-
-def _environment_sets_proxies() -> bool:
-    return bool(os.environ.get("NETRC")) or any(
-        value and name.lower().endswith("_proxy") for name, value in os.environ.items()
-    )
-
-
 class HttpBackend(BaseBackend):
     """Shared HTTP call and error classification for the REST providers."""
 
-    def http(self, method: str, url: str, **kwargs) -> requests.Response:
+    def http(self, method: str, url: str, **kwargs) -> HttpResponse:
+        """One call over this process's kept-alive pools (see backends.transport);
+        keyword arguments as http_request's."""
         timeout = (
             settings.NOTIFICATIONS_HTTP_CONNECT_TIMEOUT,
             settings.NOTIFICATIONS_HTTP_READ_TIMEOUT,
         )
         started = time.monotonic()
         try:
-            response = http_session().request(method, url, timeout=timeout, **kwargs)
-        except requests.ConnectTimeout as exc:
-            raise TransientError(f"connect timeout: {exc}") from exc
-        except requests.ReadTimeout as exc:
+            response = http_request(method, url, timeout=timeout, **kwargs)
+        except ConnectFailed as exc:
+            what = "connect timeout" if exc.timed_out else "connection failed"
+            raise TransientError(f"{what}: {exc}") from exc
+        except AnswerTimeout as exc:
             # The request was written; the provider may have acted on it.
             raise UnknownOutcomeError(
                 f"no answer within {timeout[1]}s after the request went out"
             ) from exc
-        except requests.ConnectionError as exc:
-            if _never_connected(exc):
-                raise TransientError(f"connection failed: {exc}") from exc
+        except ConnectionLost as exc:
             raise UnknownOutcomeError(f"connection lost after the request: {exc}") from exc
+        except InvalidUrl as exc:
+            raise ConfigurationError(str(exc)) from exc
         self.last_latency_ms = int((time.monotonic() - started) * 1000)
         return response
 
-    def raise_for_status(self, response: requests.Response) -> None:
+    def raise_for_status(self, response: HttpResponse) -> None:
         code = response.status_code
         if 200 <= code < 300:
             return
@@ -216,21 +192,3 @@ class HttpBackend(BaseBackend):
                 f"provider refused our credentials ({code}): {text}", status_code=code
             )
         raise PermanentError(f"provider rejected the request ({code}): {text}", status_code=code)
-
-
-def _never_connected(exc: requests.ConnectionError) -> bool:
-    """True when the connection was refused or never set up, so nothing was sent."""
-    from urllib3.exceptions import NameResolutionError, NewConnectionError
-
-    pending: list = [exc]
-    seen: set[int] = set()
-    while pending:
-        err = pending.pop()
-        if err is None or id(err) in seen:
-            continue
-        seen.add(id(err))
-        if isinstance(err, NewConnectionError | NameResolutionError | ConnectionRefusedError):
-            return True
-        pending.extend([getattr(err, "reason", None), err.__cause__, err.__context__])
-        pending.extend(a for a in getattr(err, "args", ()) if isinstance(a, BaseException))
-    return False

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 
-import requests
 from django.conf import settings
 from django.utils import timezone
 from pywebpush import WebPushException, webpush
@@ -18,6 +17,13 @@ from notifications.backends.base import (
     TransientError,
     UnknownOutcomeError,
     retry_after_seconds,
+)
+from notifications.backends.transport import (
+    AnswerTimeout,
+    ConnectFailed,
+    ConnectionLost,
+    InvalidUrl,
+    PooledSession,
 )
 
 
@@ -70,15 +76,19 @@ class WebPushBackend(BaseBackend):
                         settings.NOTIFICATIONS_HTTP_CONNECT_TIMEOUT,
                         settings.NOTIFICATIONS_HTTP_READ_TIMEOUT,
                     ),
+                    requests_session=PooledSession(),
                 )
             except WebPushException as exc:
                 errors.append(self._classify(sub, exc))
                 continue
-            except requests.ReadTimeout as exc:
+            except AnswerTimeout as exc:
                 errors.append(UnknownOutcomeError(f"push service did not answer: {exc}"))
                 continue
-            except requests.ConnectionError as exc:
+            except (ConnectFailed, ConnectionLost) as exc:
                 errors.append(TransientError(f"push service unreachable: {exc}"))
+                continue
+            except InvalidUrl as exc:
+                errors.append(PermanentError(f"push endpoint cannot be called: {exc}"))
                 continue
             sub.last_success_at = timezone.now()
             sub.save(update_fields=["last_success_at"])

