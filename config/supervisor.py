@@ -5,9 +5,9 @@ unset (data kept in the data dir), prepares the database (migrate, demo tenant a
 users), then runs daphne, one Celery worker on every queue and one beat as child
 processes. The web tier is WEB_PROCESSES daphne processes (default 1) sharing one
 listening socket that the supervisor binds and hands to each by fd, so the kernel
-spreads connections over them. Ctrl-C or SIGTERM stops them all (terminate, wait, kill after a timeout)
-and then the embedded servers; a child that dies on its own stops the rest and the
-supervisor exits non-zero.
+spreads connections over them. Ctrl-C or SIGTERM stops them all (terminate, wait,
+kill after a timeout) and then the embedded servers; a child that dies on its own
+stops the rest and the supervisor exits non-zero.
 
 `python -m config.supervisor web` runs the web tier alone (the WEB_PROCESSES daphnes on
 one socket), as a container's command: a daphne that exits stops the others and the
@@ -52,9 +52,11 @@ class UpError(Exception):
     """A reason `up` cannot start or go on, worded for the person at the terminal."""
 
 
-def web_processes_setting(environ: dict[str, str] | None = None) -> int:
-    """WEB_PROCESSES: how many daphne processes serve the one web socket (default 1)."""
-    raw = (os.environ if environ is None else environ).get(WEB_PROCESSES_VAR, "").strip()
+def web_processes_setting() -> int:
+    """WEB_PROCESSES: how many daphne processes serve the one web socket (default 1).
+    Read from the environment, not Django settings: `python -m config.supervisor web`
+    runs without them."""
+    raw = os.environ.get(WEB_PROCESSES_VAR, "").strip()
     try:
         count = int(raw or "1")
     except ValueError:

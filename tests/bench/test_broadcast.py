@@ -199,6 +199,6 @@ def _record(bench_results, run: Run, floor: Stats, *, n: int, warmup: int, socke
         target=f"p99 <= {TARGET_P99_MS:g} ms",
         met=last.p99 <= TARGET_P99_MS and not run.deliveries.missing(),
         notes=f"sockets per daphne {run.per_process}; CPU ms per event (all processes on "
-        f"this machine's cores): {cpu}; missing deliveries {run.deliveries.missing()}, socket errors "
-        f"{run.deliveries.error_summary() or 'none'}",
+        f"this machine's cores): {cpu}; missing deliveries {run.deliveries.missing()}, "
+        f"socket errors {run.deliveries.error_summary() or 'none'}",
     )
