@@ -15,10 +15,14 @@ import tempfile
 
 import psutil
 import pytest
+import redis
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db import transaction
 
 from config.services import free_port
+from notifications.realtime import tenant_group
 from tests.bench.stack import connection_owner, established
 from tests.live import test_database_url
 from tests.load.driver import WsClients
@@ -118,6 +122,22 @@ def _healthz_served_by(tier: WebTier, pids: list[int]) -> int:
     return wait_for(answered, describe=tier.output)
 
 
+def _group_subscribers(*tenants, expect: int) -> list[int] | None:
+    """Redis subscribers of each tenant's group channel, once all are at `expect`."""
+
+    async def group_channels() -> list[str]:  # the layer is per event loop
+        layer = get_channel_layer()
+        return [layer._get_group_channel_name(tenant_group(t.id)) for t in tenants]
+
+    names = async_to_sync(group_channels)()
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    try:
+        counts = [count for _, count in client.pubsub_numsub(*names)]
+    finally:
+        client.close()
+    return counts if all(c >= expect for c in counts) else None
+
+
 def _commit_events(tenant_id: int, count: int) -> set[int]:
     ids = set()
     for _ in range(count):
@@ -151,11 +171,17 @@ def test_two_daphnes_on_one_socket_both_serve_their_tenants_sockets(tenant, othe
                 fleets.append(fleet)
                 assert fleet.start() == 4, fleet.first_error
         held = established(pids, tier.port)
-        # and events of both tenants are committed with both daphnes running
+        # and, once each daphne's fan-out has joined both tenants' groups (a socket is
+        # accepted just before), events of both tenants are committed
+        subscribers = wait_for(
+            lambda: _group_subscribers(tenant, other_tenant, expect=2), describe=tier.output
+        )
         expected = {t.id: _commit_events(t.id, 3) for t in (tenant, other_tenant)}
 
-        # then: each daphne holds its fleet's four sockets
+        # then: each daphne holds its fleet's four sockets, and listens to each tenant's
+        # group once (one Redis subscription per process, not per socket)
         assert held == {pid: 4 for pid in pids}, held
+        assert subscribers == [2, 2]
         # and every socket, on either daphne, got each of its tenant's events once and
         # none of the other tenant's
         for fleet in fleets:
