@@ -3,9 +3,15 @@
 The supervisor starts embedded PostgreSQL and Redis when DATABASE_URL / REDIS_URL are
 unset (data kept in the data dir), prepares the database (migrate, demo tenant and
 users), then runs daphne, one Celery worker on every queue and one beat as child
-processes. Ctrl-C or SIGTERM stops them all (terminate, wait, kill after a timeout)
-and then the embedded servers; a child that dies on its own stops the rest and the
-supervisor exits non-zero.
+processes. The web tier is WEB_PROCESSES daphne processes (default 1) sharing one
+listening socket that the supervisor binds and hands to each by fd, so the kernel
+spreads connections over them. Ctrl-C or SIGTERM stops them all (terminate, wait,
+kill after a timeout) and then the embedded servers; a child that dies on its own
+stops the rest and the supervisor exits non-zero.
+
+`python -m config.supervisor web` runs the web tier alone (the WEB_PROCESSES daphnes on
+one socket), as a container's command: a daphne that exits stops the others and the
+command exits non-zero, so the container's restart policy starts the tier again.
 
 The supervisor never touches the database itself: its own Django settings were read
 before the servers existed, so every Django step runs as a child with the right
@@ -14,9 +20,11 @@ environment.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import ctypes
 import fcntl
+import http.client
 import os
 import shutil
 import signal
@@ -31,6 +39,10 @@ from typing import TextIO
 from config.services import EmbeddedServices
 
 SERVICES_ENV = "services.env"
+WEB_PROCESSES_VAR = "WEB_PROCESSES"
+# The listening socket's accept queue: connections that arrive while the daphnes start
+# (or all are busy) wait here instead of being refused. The kernel caps it at somaxconn.
+WEB_BACKLOG = 1024
 LOCK_FILE = "up.lock"
 SERVICE_VARS = ("DATABASE_URL", "REDIS_URL")
 EMBEDDED_MARKER = "# embedded:"
@@ -38,6 +50,53 @@ EMBEDDED_MARKER = "# embedded:"
 
 class UpError(Exception):
     """A reason `up` cannot start or go on, worded for the person at the terminal."""
+
+
+def web_processes_setting() -> int:
+    """WEB_PROCESSES: how many daphne processes serve the one web socket (default 1).
+    Read from the environment, not Django settings: `python -m config.supervisor web`
+    runs without them."""
+    raw = os.environ.get(WEB_PROCESSES_VAR, "").strip()
+    try:
+        count = int(raw or "1")
+    except ValueError:
+        raise UpError(f"{WEB_PROCESSES_VAR} must be a whole number, not {raw!r}") from None
+    if count < 1:
+        raise UpError(f"{WEB_PROCESSES_VAR} must be at least 1, not {count}")
+    return count
+
+
+def web_socket(host: str, port: int) -> socket.socket:
+    """The web tier's listening socket, bound here for every daphne to inherit by fd.
+
+    One socket, so one port whatever the number of processes: each connection goes to
+    whichever daphne accepts it first (all of them wait on the same accept queue).
+    Bound as daphne (Twisted) binds: connections of an earlier run in TIME_WAIT do not
+    block the port, a live listener does. Raises UpError when the port is taken."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+        sock.listen(WEB_BACKLOG)
+    except OSError as exc:
+        sock.close()
+        raise UpError(
+            f"cannot listen on {host}:{port} ({exc.strerror}); "
+            "is something else running there? Pass --port to choose another."
+        ) from None
+    return sock
+
+
+def daphne_argv(sock: socket.socket, *options: str) -> list[str]:
+    """daphne serving config.asgi:application on `sock`, which the child inherits by fd
+    (Popen's pass_fds); `options` are more of daphne's own. IPv4 only: daphne adopts an
+    inherited socket as IPv4."""
+    if sock.family != socket.AF_INET:
+        raise UpError("the web socket must be IPv4 (daphne adopts an inherited socket as IPv4)")
+    return [sys.executable, "-m", "daphne", "--fd", str(sock.fileno()), *options] + [
+        "config.asgi:application"
+    ]
 
 
 def default_data_dir() -> Path:
@@ -66,6 +125,7 @@ class Child:
     argv: list[str]
     proc: subprocess.Popen | None = None
     optional: bool = False  # its exit is reported, and the stack keeps running
+    pass_fds: tuple[int, ...] = ()  # inherited descriptors (the web socket)
 
     @property
     def pid(self) -> int:
@@ -76,8 +136,10 @@ class Child:
 class Supervisor:
     host: str = "127.0.0.1"
     port: int = 8000
-    data_dir: Path = field(default_factory=default_data_dir)
+    data_dir: Path | None = None  # None: default_data_dir()
     concurrency: int = 2
+    # daphne processes on the one web socket; 0: WEB_PROCESSES from the environment.
+    web_processes: int = 0
     stop_timeout: float = 20.0
     out: TextIO = sys.stdout
     # The demo's living world (simulator's simulate_live): off with --no-sim or CHURN_DEMO_SIM=0.
@@ -86,10 +148,12 @@ class Supervisor:
     _stop_signal: int = 0
     _forced: bool = False
     _announced: bool = False
+    _web_socket: socket.socket | None = None
+    command: str = "up"  # names this process in what it prints
 
     # --- entry point ------------------------------------------------------------------
     def run(self) -> int:
-        self.data_dir = Path(self.data_dir).resolve()
+        self.data_dir = Path(self.data_dir or default_data_dir()).resolve()
         self.data_dir.mkdir(parents=True, exist_ok=True)
         lock = self._lock_data_dir()
         if lock is None:
@@ -100,7 +164,8 @@ class Supervisor:
         servers = EmbeddedServices(self.data_dir)
         try:
             self._forget_foreign_services_env()
-            self._check_port_free()
+            self.web_processes = self.web_processes or web_processes_setting()
+            self._bind_web()
             env = self._start_servers(servers)
             if self._stop_signal:
                 return 0
@@ -120,11 +185,41 @@ class Supervisor:
             self._announce_stop()
             self._stop_children()
             servers.stop()
+            if self._web_socket is not None:
+                self._web_socket.close()
             with contextlib.suppress(FileNotFoundError):
                 (self.data_dir / SERVICES_ENV).unlink()
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
             lock.close()
+
+    def run_web(self) -> int:
+        """Only the web tier: WEB_PROCESSES daphnes on one socket, in the foreground,
+        with the environment as given; a daphne that exits on its own stops the rest
+        (exit 1), as in `run`."""
+        previous = {
+            sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)
+        }
+        self.command = "web"
+        try:
+            self.web_processes = self.web_processes or web_processes_setting()
+            self._bind_web()
+            self._start(self._web_children(), dict(os.environ))
+            while not self._stop_signal:
+                if self._first_dead_child():
+                    return 1
+                time.sleep(0.25)
+            return 0
+        except UpError as exc:
+            self._say(f"web: {exc}")
+            return 1
+        finally:
+            self._announce_stop()
+            self._stop_children()
+            if self._web_socket is not None:
+                self._web_socket.close()
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
 
     # --- signals ----------------------------------------------------------------------
     def _on_signal(self, signum, _frame) -> None:
@@ -137,7 +232,9 @@ class Supervisor:
     def _announce_stop(self) -> None:
         if self._stop_signal and not self._announced:
             self._announced = True
-            self._say(f"\nup: {signal.Signals(self._stop_signal).name} received, stopping...")
+            self._say(
+                f"\n{self.command}: {signal.Signals(self._stop_signal).name} received, stopping..."
+            )
 
     def _exit_code(self) -> int:
         return 0 if self._stop_signal else 1
@@ -189,6 +286,21 @@ class Supervisor:
                     del os.environ[key]
             if path == ours:
                 path.unlink()
+
+    def _bind_web(self) -> None:
+        """Bind the web socket before anything starts (a taken port fails at once).
+
+        IPv6: daphne binds it itself, as one process (it adopts an inherited socket as
+        IPv4 only, and would see every client address wrong)."""
+        if ":" in self.host:
+            if self.web_processes > 1:
+                raise UpError(
+                    f"{WEB_PROCESSES_VAR}={self.web_processes} needs an IPv4 --host: daphne "
+                    "adopts an inherited socket as IPv4 only."
+                )
+            self._check_port_free()
+            return
+        self._web_socket = web_socket(self.host, self.port)
 
     def _check_port_free(self) -> None:
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
@@ -268,11 +380,7 @@ class Supervisor:
 
         celery = [sys.executable, "-m", "celery", "-A", "config"]
         children = [
-            Child(
-                "web (daphne)",
-                [sys.executable, "-m", "daphne", "-b", self.host, "-p", str(self.port)]
-                + ["config.asgi:application"],
-            ),
+            *self._web_children(),
             Child(
                 "celery worker",
                 celery
@@ -305,6 +413,20 @@ class Supervisor:
             )
         return children
 
+    def _web_children(self) -> list[Child]:
+        if self._web_socket is None:  # IPv6, one process binding its own socket
+            argv = [sys.executable, "-m", "daphne", "-b", self.host, "-p", str(self.port)]
+            return [Child("web (daphne)", argv + ["config.asgi:application"])]
+        count = self.web_processes
+        return [
+            Child(
+                "web (daphne)" if count == 1 else f"web (daphne {i}/{count})",
+                daphne_argv(self._web_socket),
+                pass_fds=(self._web_socket.fileno(),),
+            )
+            for i in range(1, count + 1)
+        ]
+
     def _start_children(self, env: dict[str, str]) -> None:
         children = self._child_commands(env)
         if self.demo_sim:
@@ -312,27 +434,39 @@ class Supervisor:
             children.append(
                 Child("demo simulation", manage + ["simulate_live", "--tenant", "demo"])
             )
+        self._start(children, env)
+
+    def _start(self, children: list[Child], env: dict[str, str]) -> None:
         for child in children:
             # Own session: a terminal's Ctrl-C reaches only us, and we stop the children
             # in order instead of all of them racing to exit.
             child.proc = subprocess.Popen(
-                child.argv, env=env, start_new_session=True, preexec_fn=_die_with_parent
+                child.argv,
+                env=env,
+                start_new_session=True,
+                preexec_fn=_die_with_parent,
+                pass_fds=child.pass_fds,
             )
             self.children.append(child)
-            self._say(f"up: started {child.name} (pid {child.pid})")
+            self._say(f"{self.command}: started {child.name} (pid {child.pid})")
 
     def _wait_until_serving(self) -> bool:
+        """Until a daphne answers HTTP: a connect alone proves nothing, the socket
+        bound here queues connections before any daphne accepts them."""
         connect_host = "127.0.0.1" if self.host in ("0.0.0.0", "") else self.host
         connect_host = "::1" if connect_host == "::" else connect_host
         while not self._stop_signal:
             if self._first_dead_child():
                 return False
-            with (
-                contextlib.suppress(OSError),
-                socket.create_connection((connect_host, self.port), timeout=1),
-            ):
+            conn = http.client.HTTPConnection(connect_host, self.port, timeout=2)
+            try:
+                conn.request("GET", "/healthz")
+                conn.getresponse().read()
                 return True
-            time.sleep(0.2)
+            except (OSError, http.client.HTTPException):
+                time.sleep(0.2)
+            finally:
+                conn.close()
         return False
 
     def _banner(self) -> None:
@@ -345,18 +479,26 @@ class Supervisor:
             f"  admin       {base}/admin/\n"
             f"  API docs    {base}/api/docs/   (OpenAPI schema: {base}/api/schema/)\n"
             f"  data dir    {self.data_dir}\n"
+            f"  web         {self._web_summary()}\n"
             "Press Ctrl-C to stop.\n"
         )
+
+    def _web_summary(self) -> str:
+        if self.web_processes == 1:
+            return "1 daphne process"
+        return f"{self.web_processes} daphne processes on one socket ({WEB_PROCESSES_VAR})"
 
     def _first_dead_child(self) -> Child | None:
         for child in self.children:
             if child.optional and child.proc is not None and child.proc.poll() is not None:
-                self._say(f"up: {child.name} exited (code {child.proc.returncode}); going on.")
+                self._say(
+                    f"{self.command}: {child.name} exited (code {child.proc.returncode}); going on."
+                )
                 child.proc = None
                 continue
             if child.proc is not None and child.proc.poll() is not None:
                 self._say(
-                    f"up: {child.name} (pid {child.pid}) exited unexpectedly with code "
+                    f"{self.command}: {child.name} (pid {child.pid}) exited unexpectedly with code "
                     f"{child.proc.returncode}; stopping everything else."
                 )
                 return child
@@ -378,7 +520,7 @@ class Supervisor:
     def _stop_children(self) -> None:
         running = [c for c in self.children if c.proc is not None and c.proc.poll() is None]
         if running:
-            self._say(f"up: stopping {', '.join(c.name for c in running)}...")
+            self._say(f"{self.command}: stopping {', '.join(c.name for c in running)}...")
         # Web first so no new work arrives, then the worker (finishes its tasks), then beat.
         for child in running:
             with contextlib.suppress(ProcessLookupError):
@@ -388,12 +530,14 @@ class Supervisor:
             while child.proc.poll() is None and time.monotonic() < deadline and not self._forced:
                 time.sleep(0.1)
             if child.proc.poll() is not None:
-                self._say(f"up: {child.name} stopped (exit code {child.proc.returncode})")
+                self._say(
+                    f"{self.command}: {child.name} stopped (exit code {child.proc.returncode})"
+                )
         for child in self.children:
             if child.proc is None:
                 continue
             if child.proc.poll() is None:
-                self._say(f"up: {child.name} did not stop in time; killing it")
+                self._say(f"{self.command}: {child.name} did not stop in time; killing it")
             # The whole process group: the worker's pool processes go with it.
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(child.proc.pid, signal.SIGKILL)
@@ -411,3 +555,30 @@ class Supervisor:
 
     def _say(self, text: str) -> None:
         print(text, file=self.out, flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m config.supervisor",
+        description="Run one tier of the stack in the foreground (`manage.py up` runs all).",
+    )
+    tiers = parser.add_subparsers(dest="tier", required=True)
+    web = tiers.add_parser(
+        "web",
+        help=f"{WEB_PROCESSES_VAR} daphne processes (default 1) sharing one listening socket",
+    )
+    web.add_argument("--host", default="0.0.0.0", help="address to listen on (IPv4 for >1)")
+    web.add_argument("--port", type=int, default=8000, help="port to listen on")
+    web.add_argument(
+        "--stop-timeout",
+        type=float,
+        default=20.0,
+        help="seconds to wait for the daphnes to exit before killing them",
+    )
+    args = parser.parse_args(argv)
+    supervisor = Supervisor(host=args.host, port=args.port, stop_timeout=args.stop_timeout)
+    return supervisor.run_web()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -34,7 +34,7 @@ def server_dir():
     shutil.rmtree(path, ignore_errors=True)
 
 
-def _up(data_dir: Path, port: int, log_path: Path) -> subprocess.Popen:
+def _up(data_dir: Path, port: int, log_path: Path, **extra_env: str) -> subprocess.Popen:
     env = {
         key: value
         for key, value in os.environ.items()
@@ -42,6 +42,8 @@ def _up(data_dir: Path, port: int, log_path: Path) -> subprocess.Popen:
         if key not in {"DATABASE_URL", "REDIS_URL", "CELERY_BROKER_URL", "CELERY_RESULT_BACKEND"}
     }
     env.update(DJANGO_SETTINGS_MODULE="config.settings.local", CHURN_DATA_DIR=str(data_dir))
+    env.pop("WEB_PROCESSES", None)
+    env.update(extra_env)
     return subprocess.Popen(
         [sys.executable, "manage.py", "up", "--port", str(port), "--stop-timeout", "60"],
         cwd=settings.BASE_DIR,
@@ -68,11 +70,11 @@ def _wait_until_ok(proc: subprocess.Popen, log_path: Path, urls: list[str]) -> N
         time.sleep(0.5)
 
 
-def _descendants(proc: subprocess.Popen) -> dict[str, psutil.Process]:
-    """The up process's children by role, once all three have started."""
+def _descendants(proc: subprocess.Popen, daphnes: int = 1) -> dict[str, list[psutil.Process]]:
+    """The up process's children by role, once all have started (`daphnes` web ones)."""
     deadline = time.monotonic() + DEADLINE_SECONDS
     while True:
-        found = {}
+        found: dict[str, list[psutil.Process]] = {}
         for child in psutil.Process(proc.pid).children(recursive=True):
             with_args = " ".join(child.cmdline())
             for role, marker in (
@@ -81,8 +83,9 @@ def _descendants(proc: subprocess.Popen) -> dict[str, psutil.Process]:
                 ("beat", "celery -A config beat"),
             ):
                 if marker in with_args:
-                    found[role] = child
-        if len(found) == 3 or time.monotonic() > deadline:
+                    found.setdefault(role, []).append(child)
+        started = len(found) == 3 and len(found["daphne"]) == daphnes
+        if started or time.monotonic() > deadline:
             return found
         time.sleep(0.2)
 
@@ -123,13 +126,14 @@ def test_up_runs_the_stack_stops_cleanly_and_reuses_its_data(tmp_path, server_di
     port = free_port()
     base = f"http://127.0.0.1:{port}"
 
-    # --- first run: a fresh data dir -------------------------------------------------
+    # --- first run: a fresh data dir, two web processes on one socket ----------------
     log1 = tmp_path / "up1.log"
-    proc = _up(data_dir, port, log1)
+    proc = _up(data_dir, port, log1, WEB_PROCESSES="2")
     try:
         _wait_until_ok(proc, log1, [f"{base}/admin/login/", f"{base}/api/schema/"])
-        children = _descendants(proc)
+        children = _descendants(proc, daphnes=2)
         assert set(children) == {"daphne", "worker", "beat"}, log1.read_text()
+        assert len(children["daphne"]) == 2, log1.read_text()
 
         # a second `up` on the same data dir refuses to start beside the first
         second = _up(data_dir, free_port(), tmp_path / "up-second.log")
@@ -164,6 +168,7 @@ def test_up_runs_the_stack_stops_cleanly_and_reuses_its_data(tmp_path, server_di
 
         first_log = log1.read_text()
         assert 'Created demo tenant "demo"' in first_log
+        assert "2 daphne processes on one socket (WEB_PROCESSES)" in first_log
         manager_password = re.search(r"manager\s+password: (\S+)", first_log).group(1)
         assert re.search(r"admin\s+password: \S+", first_log)
         assert re.search(r"demo API key:\s+pcp_\S+", first_log)
@@ -191,8 +196,11 @@ def test_up_runs_the_stack_stops_cleanly_and_reuses_its_data(tmp_path, server_di
         assert response.status_code == 200
         assert response.url.rstrip("/").endswith("/admin")
 
+        # one web process by default
+        assert len(children["daphne"]) == 1, second_log
+
         # a child dying on its own takes the whole stack down with a non-zero exit
-        children["worker"].kill()
+        children["worker"][0].kill()
         returncode = proc.wait(timeout=DEADLINE_SECONDS)
     finally:
         if proc.poll() is None:

@@ -1,18 +1,20 @@
 """The running stack for end-to-end benchmarks: daphne serving the API as `manage.py up`
-serves it, and real Celery worker processes, all on the test database and Redis."""
+serves it (one process or several on one socket), and real Celery worker processes, all
+on the test database and Redis."""
 
 from __future__ import annotations
 
+import http.client
 import os
 import signal
-import socket
 import subprocess
-import sys
 import tempfile
 import time
 
+import psutil
 from django.conf import settings
 
+from config.supervisor import daphne_argv, web_socket
 from tests.ops.conftest import WorkerProcess
 
 # What the benchmarked processes take from a deployment's environment rather than the
@@ -55,59 +57,116 @@ class BenchWorker(WorkerProcess):
 
 
 class Daphne:
-    """daphne on a socket bound here to a free port (port 0), handed over by fd."""
+    """`processes` daphnes on one socket bound here to a free port (port 0), handed to each
+    by fd, as `manage.py up` runs WEB_PROCESSES of them (config.supervisor): each
+    connection goes to whichever process accepts it first."""
 
-    def __init__(self, env: dict) -> None:
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(128)
-        self.sock.set_inheritable(True)
+    def __init__(self, env: dict, processes: int = 1) -> None:
+        self.sock = web_socket("127.0.0.1", 0)
         self.port = self.sock.getsockname()[1]
-        self.log = tempfile.NamedTemporaryFile(prefix="daphne-", suffix=".log", delete=False)
-        fd = self.sock.fileno()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "daphne", "--fd", str(fd), "-v", "0"]
-            + ["config.asgi:application"],
-            env=env,
-            cwd=settings.BASE_DIR,
-            stdout=self.log,
-            stderr=self.log,
-            pass_fds=(fd,),
-        )
+        self.logs = []
+        self.procs: list[subprocess.Popen] = []
+        for _ in range(processes):
+            log = tempfile.NamedTemporaryFile(prefix="daphne-", suffix=".log", delete=False)
+            self.logs.append(log)
+            self.procs.append(
+                subprocess.Popen(
+                    daphne_argv(self.sock, "-v", "0"),
+                    env=env,
+                    cwd=settings.BASE_DIR,
+                    stdout=log,
+                    stderr=log,
+                    pass_fds=(self.sock.fileno(),),
+                )
+            )
+
+    @property
+    def proc(self) -> subprocess.Popen:
+        return self.procs[0]
+
+    @property
+    def pids(self) -> list[int]:
+        return [proc.pid for proc in self.procs]
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}"
+
     def output(self) -> str:
-        with open(self.log.name, errors="replace") as handle:
-            return handle.read()
+        parts = []
+        for proc, log in zip(self.procs, self.logs, strict=True):
+            with open(log.name, errors="replace") as handle:
+                parts.append(f"--- daphne pid {proc.pid} ---\n{handle.read()}")
+        return "\n".join(parts)
 
     def wait_ready(self, timeout: float = 60.0) -> Daphne:
-        import requests
+        """Until every process has served a request: connections made before a process
+        listens all go to the others."""
+        serving: set[int] = set()
 
-        def answers() -> bool:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"daphne exited:\n{self.output()}")
+        def all_serve() -> bool:
+            for proc in self.procs:
+                if proc.poll() is not None:
+                    raise RuntimeError(f"daphne {proc.pid} exited:\n{self.output()}")
+            conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2)
             try:
-                return requests.get(self.url + "/healthz", timeout=1).status_code < 500
-            except requests.RequestException:
-                return False
+                conn.request("GET", "/healthz")
+                if conn.getresponse().read() and conn.sock is not None:
+                    serving.add(connection_owner(self.pids, conn.sock.getsockname()))
+            except (OSError, http.client.HTTPException):
+                pass
+            finally:
+                conn.close()
+            return serving >= set(self.pids)
 
-        _await(answers, timeout, "daphne", self.output)
+        _await(all_serve, timeout, f"{len(self.procs)} daphne process(es)", self.output)
         return self
 
+    def connections(self) -> dict[int, int]:
+        """Established client connections each process holds, by pid."""
+        return established(self.pids, self.port)
+
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in self.procs:
             try:
-                self.proc.wait(timeout=20)
+                proc.wait(timeout=20)
             except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
+                proc.kill()
+                proc.wait(timeout=10)
         self.sock.close()
-        self.log.close()
-        os.unlink(self.log.name)
+        for log in self.logs:
+            log.close()
+            os.unlink(log.name)
+
+
+def established(pids: list[int], port: int) -> dict[int, int]:
+    """Established connections to local `port` that each of `pids` holds, by pid."""
+    return {
+        pid: sum(
+            1
+            for c in psutil.Process(pid).net_connections(kind="tcp")
+            if c.status == psutil.CONN_ESTABLISHED and c.laddr.port == port
+        )
+        for pid in pids
+    }
+
+
+def connection_owner(pids: list[int], client_address: tuple) -> int:
+    """Which of `pids` holds the server end of the TCP connection whose client end is
+    `client_address` (its getsockname()); 0 when none does (yet)."""
+    host, port = client_address[:2]
+    for pid in pids:
+        for conn in psutil.Process(pid).net_connections(kind="tcp"):
+            if conn.raddr and conn.raddr.ip == host and conn.raddr.port == port:
+                return pid
+    return 0
 
 
 def purge_queues() -> None:
