@@ -76,9 +76,7 @@ def _validate(item: ActivityInput, now: dt.datetime) -> str | None:
     return None
 
 
-def activities_ingest(
-    *, tenant: Tenant, items: Sequence[ActivityInput], known_leads: Sequence[Lead] = ()
-) -> IngestResult:
+def activities_ingest(*, tenant: Tenant, items: Sequence[ActivityInput]) -> IngestResult:
     """Store a batch of activities all or nothing.
 
     Every item is validated first; if any is invalid, ApplicationError lists the bad
@@ -98,22 +96,15 @@ def activities_ingest(
             errors[str(index)] = problem
 
     external_ids = {item.lead_external_id for item in items}
-    # Leads the caller already holds (a callback of a known message) need no lookup.
-    leads = {
-        lead.external_id: lead.pk
-        for lead in known_leads
-        if lead.tenant_id == tenant.id and lead.external_id in external_ids
-    }
-    if missing := external_ids - leads.keys():
-        # Plain SQL with one array parameter: the ORM's IN (%s, %s, ...) of a thousand
-        # ids cost more to compile than the query took to run.
-        with connection.cursor() as cursor:
-            cursor.execute(
-                f"SELECT external_id, id FROM {Lead._meta.db_table}"
-                " WHERE tenant_id = %s AND external_id = ANY(%s::varchar[])",
-                [tenant.id, list(missing)],
-            )
-            leads.update(cursor.fetchall())
+    # Plain SQL with one array parameter: the ORM's IN (%s, %s, ...) of a thousand ids
+    # cost more to compile than the query took to run.
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT external_id, id FROM {Lead._meta.db_table}"
+            " WHERE tenant_id = %s AND external_id = ANY(%s::varchar[])",
+            [tenant.id, list(external_ids)],
+        )
+        leads = dict(cursor.fetchall())
     for index, item in enumerate(items):
         if str(index) not in errors and item.lead_external_id not in leads:
             errors[str(index)] = f"unknown lead {item.lead_external_id!r}; upsert it first"

@@ -41,6 +41,35 @@ HELP_KEYWORDS = {"HELP", "INFO"}
 REPLY_WINDOW = dt.timedelta(days=14)
 
 
+_EVENT_INSERT = (
+    f"INSERT INTO {MessageEvent._meta.db_table} (tenant_id, message_id, provider, event_id,"
+    " kind, status, occurred_at, payload, received_at)"
+)
+_EVENT_ONCE = "ON CONFLICT (tenant_id, provider, event_id) DO NOTHING RETURNING id"
+
+
+def _event_values(
+    *,
+    provider: str,
+    event_id: str,
+    kind: str,
+    status: str,
+    occurred_at: dt.datetime | None,
+    payload: dict | None,
+) -> list:
+    """A provider event's values after tenant_id and message_id, as _EVENT_INSERT lists them."""
+    now = timezone.now()
+    return [
+        provider,
+        event_id[:255],
+        kind,
+        status[:32],
+        occurred_at or now,
+        json.dumps(payload or {}),
+        now,
+    ]
+
+
 def event_store(
     *,
     tenant_id: int,
@@ -55,27 +84,20 @@ def event_store(
     """Store a callback once; False when this event id was seen before (a duplicate)."""
     # ON CONFLICT on the unique key rather than a savepoint around an insert that may
     # fail: SAVEPOINT and RELEASE were two of a callback's dozen round trips.
-    now = timezone.now()
     with connection.cursor() as cursor:
         cursor.execute(
-            f"""
-            INSERT INTO {MessageEvent._meta.db_table}
-                (tenant_id, message_id, provider, event_id, kind, status, occurred_at,
-                 payload, received_at)
-            VALUES (%s, %s, %s, %s, %s, %s, %s, %s::jsonb, %s)
-            ON CONFLICT (tenant_id, provider, event_id) DO NOTHING
-            RETURNING id
-            """,
+            f"{_EVENT_INSERT} VALUES (%s, %s, %s, %s, %s, %s, %s, %s::jsonb, %s) {_EVENT_ONCE}",
             [
                 tenant_id,
                 message.pk if message is not None else None,
-                provider,
-                event_id[:255],
-                kind,
-                status[:32],
-                occurred_at or now,
-                json.dumps(payload or {}),
-                now,
+                *_event_values(
+                    provider=provider,
+                    event_id=event_id,
+                    kind=kind,
+                    status=status,
+                    occurred_at=occurred_at,
+                    payload=payload,
+                ),
             ],
         )
         return cursor.fetchone() is not None
@@ -127,27 +149,24 @@ def _message_lock_and_store(
     An engagement callback's first two steps as one round trip of plain SQL: the ORM's
     lock compiled the message's forty-odd columns every call (a quarter of an open
     pixel's time), and event_store was a second round trip."""
-    messages, events = Message._meta.db_table, MessageEvent._meta.db_table
     query = f"""
-        WITH m AS (SELECT * FROM {messages} WHERE id = %s FOR UPDATE),
+        WITH m AS (SELECT * FROM {Message._meta.db_table} WHERE id = %s FOR UPDATE),
         ev AS (
-            INSERT INTO {events} (tenant_id, message_id, provider, event_id, kind, status,
-                                  occurred_at, payload, received_at)
-            SELECT m.tenant_id, m.id, %s, %s, %s, %s, %s, %s::jsonb, %s FROM m
-            ON CONFLICT (tenant_id, provider, event_id) DO NOTHING
-            RETURNING id
+            {_EVENT_INSERT}
+            SELECT m.tenant_id, m.id, %s, %s, %s, %s, %s, %s::jsonb, %s FROM m {_EVENT_ONCE}
         )
         SELECT m.*, EXISTS (SELECT 1 FROM ev) AS event_is_new FROM m
     """
     params = [
         message_id,
-        provider,
-        event_id[:255],
-        kind,
-        kind[:32],
-        occurred_at,
-        json.dumps(payload or {}),
-        timezone.now(),
+        *_event_values(
+            provider=provider,
+            event_id=event_id,
+            kind=kind,
+            status=kind,
+            occurred_at=occurred_at,
+            payload=payload,
+        ),
     ]
     for message in Message.objects.raw(query, params):
         return message, message.event_is_new

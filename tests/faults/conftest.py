@@ -15,6 +15,7 @@ from django.db import connection
 from churnapp.factories import LeadFactory
 from churnapp.models import Lead
 from notifications.models import CHANNEL_QUEUE, ChannelConfig, Message, MessageStatus
+from notifications.services.sending import outbox_sweep
 from tests.fakes.http import Answer, Recorded
 from tests.fakes.twilio import TwilioFake
 from tests.processes import (
@@ -24,6 +25,7 @@ from tests.processes import (
     RedisServer,
     WorkerProcess,
 )
+from tests.waiting import wait_for
 
 # Where a message may end after the faults: sent, or unknown (claimed by a killed worker
 # before its request reached the provider: it may not be sent blindly again).
@@ -192,6 +194,23 @@ def status_counts(message_ids: list[int]) -> dict[str, int]:
 
 def all_final(message_ids: list[int]) -> bool:
     return not Message.objects.filter(pk__in=message_ids).exclude(status__in=FINAL).exists()
+
+
+def sweep_until_final(message_ids: list[int], processes, *, timeout: float) -> None:
+    """Run the outbox sweeper (beat's job, here every second) until every message is in a
+    final state: it re-enqueues what dead workers took with them and settles claims cut
+    off after their provider call."""
+
+    def settled() -> bool:
+        outbox_sweep()
+        return all_final(message_ids)
+
+    wait_for(
+        settled,
+        timeout=timeout,
+        interval=1.0,
+        describe=lambda: (status_counts(message_ids), processes.logs()),
+    )
 
 
 @dataclass

@@ -19,16 +19,15 @@ from prometheus_client.parser import text_string_to_metric_families
 from churnapp.models import LeadActivity
 from churnapp.services.api_keys import api_key_create
 from notifications.models import Message, MessageStatus
-from notifications.services.sending import outbox_sweep
 from tests.faults.conftest import (
     SEND_ENV,
     IngestClients,
-    all_final,
     leads_make,
     ledger,
     outbox_enqueue,
     outbox_plan,
     status_counts,
+    sweep_until_final,
     terminate_backends,
     twilio_channel,
 )
@@ -188,16 +187,7 @@ def test_connections_dropped_and_refused_during_ingest_and_sends(
 
     # then every message is sent exactly once: retried tasks, and the sweeper
     # (beat's job, run here) for claims cut off after their provider call
-    def settled() -> bool:
-        outbox_sweep()
-        return all_final(ids)
-
-    wait_for(
-        settled,
-        timeout=180,
-        interval=1.0,
-        describe=lambda: (status_counts(ids), processes.logs()),
-    )
+    sweep_until_final(ids, processes, timeout=180)
     book = ledger(ids, twilio)
     assert book.duplicates == 0 and book.sent_without_request == 0, book
     assert book.requested_not_sent == 0, book

@@ -10,15 +10,14 @@ import time
 import pytest
 
 from notifications.models import Message, MessageStatus
-from notifications.services.sending import outbox_sweep
 from tests.faults.conftest import (
     SEND_ENV,
-    all_final,
     leads_make,
     ledger,
     outbox_enqueue,
     outbox_plan,
     status_counts,
+    sweep_until_final,
     twilio_channel,
 )
 from tests.waiting import wait_for
@@ -66,16 +65,7 @@ def _run(tenant, twilio, processes, *, messages: int, kills: int, leads: int) ->
 
     # then the sweeper (beat's job, run here every second) re-enqueues what the dead
     # took with them and settles their orphaned claims, until every message is final
-    def settled() -> bool:
-        outbox_sweep()
-        return all_final(ids)
-
-    wait_for(
-        settled,
-        timeout=300,
-        interval=1.0,
-        describe=lambda: (status_counts(ids), processes.logs()),
-    )
+    sweep_until_final(ids, processes, timeout=300)
     elapsed = time.monotonic() - started
     book = ledger(ids, twilio)
     assert book.duplicates == 0, book
