@@ -149,13 +149,15 @@ def _message_lock_and_store(
     An engagement callback's first two steps as one round trip of plain SQL: the ORM's
     lock compiled the message's forty-odd columns every call (a quarter of an open
     pixel's time), and event_store was a second round trip."""
+    fields = Message._meta.concrete_fields
+    columns = ", ".join(f"m.{connection.ops.quote_name(f.column)}" for f in fields)
     query = f"""
         WITH m AS (SELECT * FROM {Message._meta.db_table} WHERE id = %s FOR UPDATE),
         ev AS (
             {_EVENT_INSERT}
             SELECT m.tenant_id, m.id, %s, %s, %s, %s, %s, %s::jsonb, %s FROM m {_EVENT_ONCE}
         )
-        SELECT m.*, EXISTS (SELECT 1 FROM ev) AS event_is_new FROM m
+        SELECT {columns}, EXISTS (SELECT 1 FROM ev) FROM m
     """
     params = [
         message_id,
@@ -168,9 +170,18 @@ def _message_lock_and_store(
             payload=payload,
         ),
     ]
-    for message in Message.objects.raw(query, params):
-        return message, message.event_is_new
-    raise Message.DoesNotExist(f"no message {message_id}")
+    with connection.cursor() as cursor:
+        cursor.execute(query, params)
+        row = cursor.fetchone()
+    if row is None:
+        raise Message.DoesNotExist(f"no message {message_id}")
+    # Every concrete field in order, so from_db takes its positional fast path; only the
+    # JSON fields need their converter (a RawQuerySet resolved both anew on every call).
+    values = [
+        f.from_db_value(value, None, connection) if hasattr(f, "from_db_value") else value
+        for f, value in zip(fields, row, strict=False)
+    ]
+    return Message.from_db(connection.alias, None, values), row[-1]
 
 
 @transaction.atomic

@@ -20,6 +20,7 @@ from interventions.models import (
 from interventions.services.escalations import escalations_check_sla
 from interventions.services.orchestration import interventions_evaluate_due
 from notifications.models import Message, MessageStatus
+from notifications.services import message_status_record
 
 
 def _ingest_now(lead, kind: str, event_id: str) -> None:
@@ -272,3 +273,82 @@ def test_a_stop_reply_is_an_opt_out_not_a_re_engagement(lead, policy, assess):
     )
     intervention.refresh_from_db()
     assert (intervention.status, intervention.outcome) == ("resolved", Outcome.UNSUBSCRIBED)
+
+
+def _intervention_log(intervention) -> list[tuple[str, str, str]]:
+    from tracking.models import TrackingEvent
+
+    return [
+        (e.kind, e.data.get("previous_status"), e.data.get("new_status"))
+        for e in TrackingEvent.objects.filter(intervention_id=intervention.id).order_by("id")
+        if e.kind.startswith("intervention_") and e.kind != "intervention_started"
+    ]
+
+
+def test_an_open_of_a_planned_interventions_email_activates_then_engages_it(
+    lead, policy, assess
+):
+    from notifications.services.callbacks import message_engagement_record
+
+    # given stage 1 planned, its email not reported sent yet (an open can outrun it)
+    assess(lead, "early_warning")
+    intervention = _open(lead)
+    message = intervention.steps.get().message
+    message_status_record(message_id=message.id, new_status="sending")
+    # when the lead opens it, then clicks it
+    message_engagement_record(message=message, kind="opened", provider="test", event_id="o1")
+    message_engagement_record(message=message, kind="clicked", provider="test", event_id="c1")
+    # then it was activated, then engaged, each logged once with the statuses it moved
+    intervention.refresh_from_db()
+    assert intervention.status == InterventionStatus.ENGAGED
+    assert intervention.activated_at == intervention.engaged_at is not None
+    assert _intervention_log(intervention) == [
+        ("intervention_activated", "planned", "active"),
+        ("intervention_engaged", "active", "engaged"),
+    ]
+
+
+def test_an_open_engages_an_active_intervention_and_keeps_its_activation_time(
+    lead, policy, assess
+):
+    from notifications.services.callbacks import message_engagement_record
+
+    assess(lead, "early_warning")
+    intervention = _open(lead)
+    message = intervention.steps.get().message
+    for status in ("sending", "sent"):
+        message_status_record(message_id=message.id, new_status=status)
+    intervention.refresh_from_db()
+    activated_at = intervention.activated_at
+    assert intervention.status == InterventionStatus.ACTIVE and activated_at is not None
+    # when
+    message_engagement_record(message=message, kind="opened", provider="test", event_id="o1")
+    # then
+    intervention.refresh_from_db()
+    assert intervention.status == InterventionStatus.ENGAGED
+    assert intervention.activated_at == activated_at < intervention.engaged_at
+    assert _intervention_log(intervention) == [
+        ("intervention_activated", "planned", "active"),
+        ("intervention_engaged", "active", "engaged"),
+    ]
+
+
+def test_an_open_after_the_intervention_ended_changes_nothing(lead, policy, assess):
+    from notifications.services.callbacks import message_engagement_record
+
+    assess(lead, "early_warning")
+    intervention = _open(lead)
+    message = intervention.steps.get().message
+    for status in ("sending", "sent"):
+        message_status_record(message_id=message.id, new_status=status)
+    interventions_evaluate_due(now=intervention.window_ends_at + dt.timedelta(minutes=1))
+    intervention.refresh_from_db()
+    ended = (intervention.status, intervention.outcome, intervention.engaged_at)
+    before = _intervention_log(intervention)
+    # when the old email is opened at last
+    message_engagement_record(message=message, kind="opened", provider="test", event_id="o1")
+    # then
+    intervention.refresh_from_db()
+    assert (intervention.status, intervention.outcome, intervention.engaged_at) == ended
+    assert ended[0] == "resolved" and ended[2] is None
+    assert _intervention_log(intervention) == before
