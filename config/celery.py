@@ -5,7 +5,7 @@ import logging
 import os
 import signal
 
-from celery import Celery
+from celery import Celery, bootsteps
 from celery.signals import beat_init, task_prerun
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.local")
@@ -18,6 +18,32 @@ log = logging.getLogger(__name__)
 
 # Beat tick and worker heartbeats (celery signal receivers; Django is imported lazily).
 import config.heartbeat  # noqa: E402, F401
+
+
+class RescoreHintRelayStep(bootsteps.StartStopStep):
+    """Runs churnapp's rescore hint relay (a LISTEN thread) in the worker's main process
+    while the worker runs; settings RESCORE_HINT_RELAY=False leaves it out."""
+
+    def __init__(self, worker, **kwargs) -> None:
+        super().__init__(worker, **kwargs)
+        self.relay = None
+
+    def start(self, worker) -> None:
+        from django.conf import settings
+
+        if not getattr(settings, "RESCORE_HINT_RELAY", True):
+            return
+        from churnapp.hints import HintRelay
+
+        self.relay = HintRelay().start()
+
+    def stop(self, worker) -> None:
+        if self.relay is not None:
+            self.relay.stop()
+            self.relay = None
+
+
+app.steps["worker"].add(RescoreHintRelayStep)
 
 
 @app.task(name="system.ping", queue="default")

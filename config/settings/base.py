@@ -149,6 +149,9 @@ CELERY_TASK_ACKS_LATE = False
 # before each task).
 CELERY_DB_REUSE_MAX = env.int("CELERY_DB_REUSE_MAX", default=100_000)
 CELERY_WORKER_PREFETCH_MULTIPLIER = env.int("CELERY_WORKER_PREFETCH_MULTIPLIER", default=4)
+# Every worker runs the real-time rescore hint relay (churnapp.hints); one of them, the
+# holder of a PostgreSQL advisory lock, listens and the others stand by. False: none here.
+RESCORE_HINT_RELAY = env.bool("RESCORE_HINT_RELAY", default=True)
 # Redis redelivers an unacked task after this many seconds; every retry backoff stays
 # below it so a sleeping retry is never delivered twice.
 CELERY_BROKER_TRANSPORT_OPTIONS = {
