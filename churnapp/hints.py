@@ -7,7 +7,8 @@ Celery `delay` after commit in the web process: about 0.3 ms of kombu CPU per op
 or ingest request, which held the interpreter while the next request waited (measured:
 0.9 ms of a 4.1 ms open at p50, docs/benchmarks/tracking-write.md).
 
-Now the committing transaction only adds `pg_notify` to its own work:
+Now the committing transaction only adds `pg_notify` to its own work (the activities'
+insert statement itself, churnapp.services.activities):
 - PostgreSQL delivers the notification when, and only when, the transaction commits
   (a rolled-back ingest hints nothing), and folds identical ones within a transaction;
 - `HintRelay`, a thread in the Celery worker (config.celery's bootstep), LISTENs,
@@ -42,20 +43,25 @@ STANDBY_RETRY = 2.0
 IDS_PER_TASK = 1000
 
 
-def rescore_hint(*, tenant_id: int, lead_ids: Iterable[int]) -> None:
-    """Hint that these leads should be rescored soon, in the caller's transaction: one
-    statement, delivered to the relay on commit (and never on rollback)."""
-    ids = sorted({int(i) for i in lead_ids})
-    if not ids:
-        return
-    payloads = [
-        f"{int(tenant_id)}:" + ",".join(map(str, ids[k : k + IDS_PER_NOTIFY]))
-        for k in range(0, len(ids), IDS_PER_NOTIFY)
-    ]
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT count(pg_notify(%s, p)) FROM unnest(%s::text[]) AS p", [CHANNEL, payloads]
-        )
+def hint_query(lead_ids: str) -> str:
+    """A query that sends the hints for the lead ids that `lead_ids` selects (SQL of a
+    relation with a column lead_id), IDS_PER_NOTIFY ids a notification; its one value
+    is the number sent. Parameters: %(hint_channel)s, %(hint_tenant)s (hint_params).
+
+    Activities' insert makes it part of its own statement (no round trip of its own)."""
+    return f"""
+        SELECT count(pg_notify(%(hint_channel)s, %(hint_tenant)s || ':' || ids)) FROM (
+            SELECT string_agg(lead_id::text, ',' ORDER BY lead_id) AS ids FROM (
+                SELECT lead_id, (row_number() OVER (ORDER BY lead_id) - 1)
+                                / {IDS_PER_NOTIFY} AS part
+                  FROM (SELECT DISTINCT lead_id FROM ({lead_ids}) AS given) AS d
+            ) AS numbered GROUP BY part
+        ) AS payloads
+    """
+
+
+def hint_params(tenant_id: int) -> dict:
+    return {"hint_channel": CHANNEL, "hint_tenant": str(int(tenant_id))}
 
 
 def relay_holder_pid() -> int | None:

@@ -13,6 +13,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from churnapp.exceptions import ApplicationError
+from churnapp.hints import hint_params, hint_query
 from churnapp.models import (
     KIND_CHANNEL,
     KIND_DIRECTION,
@@ -147,6 +148,7 @@ def _insert(
             )
         )
     table = LeadActivity._meta.db_table
+    leads = Lead._meta.db_table
     # The batch goes as one JSON document that PostgreSQL takes apart (jsonb parses
     # once; each ->> is then a lookup). Eight arrays adapted by psycopg2 became an
     # ARRAY[...] expression of 8,000 literals that the client built and the server
@@ -154,18 +156,61 @@ def _insert(
     # times the client CPU of this. Only what the signal and the answer need comes back.
     # A value that JSON cannot carry (NaN, inf: a webhook's monetaryValue may be one) goes
     # as text that float8 reads ("nan", "inf", "-inf"), and is stored as it was before.
+    #
+    # One round trip does it all, in order: lock the batch's leads in id order (two
+    # concurrent batches that share leads otherwise lock them in whatever order each
+    # UPDATE's plan visits them, and deadlock: four parallel clients of the bulk API got
+    # a 503 this way; scoring's bulk UPDATE locks in id order too), insert, advance each
+    # lead's clocks from the rows just inserted (the latest activity and the latest
+    # inbound one; won converts the lead, else lost loses it), and hint the rescoring of
+    # the leads with new inbound activity (churnapp.hints: a NOTIFY, sent on commit).
+    # These were three round trips, a fifth of an email open's time.
     with connection.cursor() as cursor:
         cursor.execute(
             f"""
-            INSERT INTO {table} (tenant_id, lead_id, kind, direction, channel, occurred_at,
-                                 source_event_id, value, payload, created_at)
-            SELECT %s, (r->>0)::bigint, r->>1, r->>2, r->>3, (r->>4)::timestamptz,
-                   r->>5, (r->>6)::float8, r->7, %s
-              FROM jsonb_array_elements(%s::jsonb) AS r
-            ON CONFLICT (tenant_id, source_event_id) DO NOTHING
-            RETURNING id, source_event_id, lead_id, direction, kind
+            SELECT 1 FROM {leads} WHERE id = ANY(%(leads)s::bigint[])
+             ORDER BY id FOR NO KEY UPDATE;
+            WITH ins AS (
+                INSERT INTO {table} (tenant_id, lead_id, kind, direction, channel,
+                                     occurred_at, source_event_id, value, payload, created_at)
+                SELECT %(tenant)s, (r->>0)::bigint, r->>1, r->>2, r->>3, (r->>4)::timestamptz,
+                       r->>5, (r->>6)::float8, r->7, %(now)s
+                  FROM jsonb_array_elements(%(rows)s::jsonb) AS r
+                ON CONFLICT (tenant_id, source_event_id) DO NOTHING
+                RETURNING id, source_event_id, lead_id, direction, kind, occurred_at
+            ),
+            clocks AS (
+                UPDATE {leads} AS l SET
+                    last_activity_at = GREATEST(l.last_activity_at, v.last_any),
+                    last_inbound_at = GREATEST(l.last_inbound_at, v.last_in),
+                    status = COALESCE(v.status, l.status)
+                FROM (
+                    SELECT lead_id,
+                           max(occurred_at) AS last_any,
+                           max(occurred_at) FILTER (WHERE direction = %(inbound)s) AS last_in,
+                           CASE WHEN bool_or(kind = %(won)s) THEN %(converted)s
+                                WHEN bool_or(kind = %(lost)s) THEN %(lost_status)s
+                           END AS status
+                      FROM ins GROUP BY lead_id
+                ) AS v
+                WHERE l.id = v.lead_id
+            )
+            SELECT id, source_event_id, lead_id, direction, kind,
+                   ({hint_query("SELECT lead_id FROM ins WHERE direction = %(inbound)s")})
+              FROM ins
             """,
-            [tenant_id, now, json.dumps(rows)],
+            {
+                "leads": _id_array(sorted(set(lead_pks))),
+                "tenant": tenant_id,
+                "now": now,
+                "rows": json.dumps(rows),
+                "inbound": Direction.INBOUND.value,
+                "won": ActivityKind.OPPORTUNITY_WON.value,
+                "lost": ActivityKind.OPPORTUNITY_LOST.value,
+                "converted": LeadStatus.CONVERTED.value,
+                "lost_status": LeadStatus.LOST.value,
+                **hint_params(tenant_id),
+            },
         )
         inserted = cursor.fetchall()
     created_events = {row[1] for row in inserted}
@@ -177,7 +222,6 @@ def _insert(
     if inserted:
         activity_ids = [row[0] for row in inserted]
         lead_ids_moved = sorted({row[2] for row in inserted})
-        _lead_clocks_move(activity_ids=activity_ids, lead_ids=lead_ids_moved)
         activity_ingested.send(
             sender=LeadActivity,
             tenant_id=tenant_id,
@@ -193,51 +237,6 @@ def _id_array(ids: Sequence[int]) -> str:
     """A bigint[] literal: one parameter, where a list would be adapted (and parsed by
     the server) as an ARRAY[...] of a thousand literals."""
     return "{" + ",".join(map(str, ids)) + "}"
-
-
-def _lead_clocks_move(*, activity_ids: Sequence[int], lead_ids: Sequence[int]) -> None:
-    """Advance last_activity_at / last_inbound_at and apply won/lost, one UPDATE per batch,
-    computed by PostgreSQL from the rows just inserted: the latest activity and the
-    latest inbound one per lead; won converts the lead, else lost loses it."""
-    table = Lead._meta.db_table
-    activities = LeadActivity._meta.db_table
-    with connection.cursor() as cursor:
-        # The leads are locked in id order first. Two concurrent batches that share leads
-        # otherwise lock them in whatever order each UPDATE's plan visits them, and
-        # deadlock: four parallel clients of the bulk API got a 503 this way. Scoring's
-        # bulk UPDATE locks in id order too (scores_apply). Both statements go in one
-        # round trip; they still run one after the other.
-        cursor.execute(
-            f"""
-            SELECT 1 FROM {table} WHERE id = ANY(%(leads)s::bigint[])
-             ORDER BY id FOR NO KEY UPDATE;
-            UPDATE {table} AS l SET
-                last_activity_at = GREATEST(l.last_activity_at, v.last_any),
-                last_inbound_at = GREATEST(l.last_inbound_at, v.last_in),
-                status = COALESCE(v.status, l.status)
-            FROM (
-                SELECT lead_id,
-                       max(occurred_at) AS last_any,
-                       max(occurred_at) FILTER (WHERE direction = %(inbound)s) AS last_in,
-                       CASE WHEN bool_or(kind = %(won)s) THEN %(converted)s
-                            WHEN bool_or(kind = %(lost)s) THEN %(lost_status)s
-                       END AS status
-                  FROM {activities}
-                 WHERE id = ANY(%(activities)s::bigint[])
-                 GROUP BY lead_id
-            ) AS v
-            WHERE l.id = v.lead_id
-            """,
-            {
-                "leads": _id_array(lead_ids),
-                "activities": _id_array(activity_ids),
-                "inbound": Direction.INBOUND.value,
-                "won": ActivityKind.OPPORTUNITY_WON.value,
-                "lost": ActivityKind.OPPORTUNITY_LOST.value,
-                "converted": LeadStatus.CONVERTED.value,
-                "lost_status": LeadStatus.LOST.value,
-            },
-        )
 
 
 def activity_record(

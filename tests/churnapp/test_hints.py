@@ -12,7 +12,7 @@ from django.db import connections, transaction
 from django.utils import timezone
 
 from churnapp.factories import LeadFactory
-from churnapp.hints import CHANNEL, HintRelay, parse, rescore_hint
+from churnapp.hints import CHANNEL, HintRelay, parse
 from churnapp.models import Lead
 from churnapp.services.activities import ActivityInput, activities_ingest
 from tests.waiting import wait_for
@@ -112,18 +112,39 @@ def test_a_committed_inbound_activity_hints_its_lead_and_a_rolled_back_one_does_
     assert parse(listener.drain(wait=1.0)) == {tenant.id: {inbound.id}}
 
 
-def test_many_leads_are_hinted_in_several_notifications_and_relayed_whole(
+def test_a_batch_of_many_leads_is_hinted_in_several_notifications_and_relayed_whole(
     tenant, listener, relays
 ):
+    # given a relay, and 1,200 leads with a reply each
     enqueued = Enqueued()
     relay = relays(enqueue=enqueued)
     assert relay.active.wait(10)
-    ids = list(range(1, 1_201))
+    leads = Lead.objects.bulk_create(
+        Lead(tenant=tenant, external_id=f"many-{k}") for k in range(1_200)
+    )
+    now = timezone.now()
+    # when they arrive in two batches (a request holds 1,000 at most) that commit together
     with transaction.atomic():
-        rescore_hint(tenant_id=tenant.id, lead_ids=ids)
+        for batch in (leads[:1_000], leads[1_000:]):
+            activities_ingest(
+                tenant=tenant,
+                items=[
+                    ActivityInput(
+                        lead_external_id=lead.external_id,
+                        kind="sms_inbound",
+                        occurred_at=now,
+                        source_event_id=f"many-{lead.id}",
+                    )
+                    for lead in batch
+                ],
+            )
+    # then three notifications (500 ids each at most: 500 + 500, then 200) carried them, and every lead was
+    # enqueued, in tasks of at most 1,000
     payloads = listener.drain(wait=1.0)
     assert len(payloads) == 3 and all(len(p) < 8000 for p in payloads)
-    wait_for(lambda: enqueued.ids(tenant.id) == set(ids), timeout=10)
+    expected = {lead.id for lead in leads}
+    assert parse(payloads) == {tenant.id: expected}
+    wait_for(lambda: enqueued.ids(tenant.id) == expected, timeout=10)
     assert all(len(lead_ids) <= 1_000 for _, lead_ids in enqueued.calls)
 
 
@@ -188,9 +209,6 @@ def test_relay_holder_pid_names_the_active_relays_backend(relays):
     assert relay_holder_pid() is None
     relay = relays(enqueue=Enqueued())
     assert relay.active.wait(10)
-    with relay._db.connection.cursor() as cursor:
-        cursor.execute("SELECT pg_backend_pid()")
-        backend = cursor.fetchone()[0]
-    assert relay_holder_pid() == backend
+    assert relay_holder_pid() == relay._db.connection.get_backend_pid()
     relay.stop()
     wait_for(lambda: relay_holder_pid() is None, timeout=10)
