@@ -2,8 +2,10 @@
 
 The callback is the email open pixel (GET /t/o/<token>): it verifies the signed token,
 locks the message, stores the provider event once, moves the status to opened, records
-the lead's email_open activity, appends the message_opened lifecycle event and, after
-commit, publishes it to the tenant's group and enqueues the lead's rescoring.
+the lead's email_open activity (with its lead's clocks and rescore hint, a NOTIFY the
+workers' relay picks up; no worker runs here, and a hint nobody listens for costs the
+commit nothing more), appends the message_opened lifecycle event and, after commit,
+publishes it to the tenant's group.
 
 Measured in-process: the time around Django's test Client request, which runs the
 project's whole handler (every middleware, the view, the commit and the on-commit
