@@ -285,9 +285,7 @@ def _intervention_log(intervention) -> list[tuple[str, str, str]]:
     ]
 
 
-def test_an_open_of_a_planned_interventions_email_activates_then_engages_it(
-    lead, policy, assess
-):
+def test_an_open_of_a_planned_interventions_email_activates_then_engages_it(lead, policy, assess):
     from notifications.services.callbacks import message_engagement_record
 
     # given stage 1 planned, its email not reported sent yet (an open can outrun it)
@@ -308,9 +306,7 @@ def test_an_open_of_a_planned_interventions_email_activates_then_engages_it(
     ]
 
 
-def test_an_open_engages_an_active_intervention_and_keeps_its_activation_time(
-    lead, policy, assess
-):
+def test_an_open_engages_an_active_intervention_and_keeps_its_activation_time(lead, policy, assess):
     from notifications.services.callbacks import message_engagement_record
 
     assess(lead, "early_warning")
