@@ -184,6 +184,12 @@ def on_risk_assessed(
     )
 
 
+def on_risk_assessed_many(sender, *, tenant_id, changes, **kwargs) -> None:
+    """Scoring's tier changes of one write: one event each, in the order given."""
+    for change in changes:
+        on_risk_assessed(sender, tenant_id=tenant_id, **change)
+
+
 def on_message_saved(sender, *, instance, created=False, raw=False, **kwargs) -> None:
     """A new outbox row is a queued message (notifications signals status changes only)."""
     if not created or raw:

@@ -1,6 +1,6 @@
 """Scoring: features -> one vectorized predict -> bulk update of leads, daily snapshots,
-tier-change assessments, and `risk_assessed` for every tier change; batch runs and real
-time."""
+tier-change assessments, and one `risk_assessed_many` for the write's tier changes; batch
+runs and real time."""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ from churnapp.models import (
     Tenant,
 )
 from churnapp.services.model_registry import scorer_for_tenant
-from churnapp.signals import risk_assessed
+from churnapp.signals import risk_assessed_many
 
 logger = logging.getLogger(__name__)
 
@@ -142,8 +142,9 @@ def scores_apply(
     """Write scores in bulk: one statement updates the leads (rows locked in id order),
     writes the daily snapshot of each lead not yet scored that day (at most one per lead
     per day) and returns each lead's previous tier; one INSERT of the tier-change
-    assessments; then `risk_assessed` per change. A score older than the lead's current
-    one is not written (batch vs real time)."""
+    assessments; then one `risk_assessed_many` with every change, so that the apps above
+    handle a chunk's changes together. A score older than the lead's current one is not
+    written (batch vs real time)."""
     if len(scored.lead_ids) == 0:
         return AppliedScores(0, 0, [])
     ids = [int(i) for i in scored.lead_ids]
@@ -247,18 +248,22 @@ def scores_apply(
             # Nothing a receiver acts on was written: a score lost to a crash in the next
             # few milliseconds is recomputed by the next run, so skip the WAL flush wait.
             cursor.execute("SET LOCAL synchronous_commit TO OFF")
-    for lead_id, assessment_id in zip(changed, assessment_ids, strict=True):
-        i = position[lead_id]
-        risk_assessed.send(
+    if changed:
+        risk_assessed_many.send(
             sender=RiskAssessment,
             tenant_id=tenant_id,
-            lead_id=lead_id,
-            assessment_id=assessment_id,
-            previous_tier=previous[lead_id],
-            new_tier=scored.tiers[i],
-            score=scores[i],
-            model_version=scored.model_version,
-            reasons=scored.reasons[i],
+            changes=[
+                {
+                    "lead_id": lead_id,
+                    "assessment_id": assessment_id,
+                    "previous_tier": previous[lead_id],
+                    "new_tier": scored.tiers[position[lead_id]],
+                    "score": scores[position[lead_id]],
+                    "model_version": scored.model_version,
+                    "reasons": scored.reasons[position[lead_id]],
+                }
+                for lead_id, assessment_id in zip(changed, assessment_ids, strict=True)
+            ],
         )
     return AppliedScores(len(previous), len(changed), assessment_ids)
 

@@ -23,7 +23,7 @@ from churnapp.models import (
 )
 from churnapp.risk_selectors import lead_risk_history
 from churnapp.services.scoring import leads_rescore, scoring_chunk_process, scoring_run_start
-from churnapp.signals import risk_assessed
+from churnapp.signals import risk_assessed_many
 from tests.churnapp.test_risk_batch import _history
 
 
@@ -81,10 +81,10 @@ def test_a_chunk_that_fails_after_writing_leaves_no_snapshot_and_its_retry_write
 
     def crash_once(**kwargs):
         if not failures:
-            failures.append(kwargs["lead_id"])
+            failures.append(kwargs["changes"][0]["lead_id"])
             raise RuntimeError("worker lost mid-chunk")
 
-    risk_assessed.connect(crash_once, weak=False)
+    risk_assessed_many.connect(crash_once, weak=False)
     try:
         chunks = list(run.chunks.order_by("index"))
         with pytest.raises(RuntimeError):
@@ -99,7 +99,7 @@ def test_a_chunk_that_fails_after_writing_leaves_no_snapshot_and_its_retry_write
         for chunk in chunks:
             assert scoring_chunk_process(chunk_id=chunk.pk) is None
     finally:
-        risk_assessed.disconnect(crash_once)
+        risk_assessed_many.disconnect(crash_once)
     # then: exactly one snapshot per lead, one tier change per lead
     assert ScoringRun.objects.get(pk=run.pk).finished_at is not None
     per_lead = sorted(RiskSnapshot.objects.values_list("lead_id", flat=True))
