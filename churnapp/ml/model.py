@@ -111,36 +111,39 @@ def _reasons_from(
     keys: list[str],
     top: int,
 ) -> list[list[dict]]:
+    """Each lead's top factors: by what moving them to normal takes off its score, at
+    least MIN_REASON_DROP, and only where the lead is on the factor's risky side of
+    normal. Chosen in numpy for all leads at once (a Python loop over every lead and
+    factor was most of the reasons' cost, as much as their extra model rows); only the
+    chosen ones are worded."""
     meta = {g.key: g for g in FACTOR_GROUPS}
     n = len(X)
     drops = p[np.newaxis, :] - counterfactual  # (G, n): how much each factor adds
     names = scorer.spec.names
-    lead_cols = {}
-    for key in keys:
+    eligible = drops >= MIN_REASON_DROP
+    for g, key in enumerate(keys):
         feature = meta[key].lead_feature
         if feature is not None and not np.isnan(scorer.reference[names.index(feature)]):
             j = names.index(feature)
-            lead_cols[key] = (j, scorer.reference[j], meta[key].risky_direction)
+            # the model leans on it, but the lead is not abnormal there
+            eligible[g] &= ~((X[:, j] - scorer.reference[j]) * meta[key].risky_direction <= 0)
     order = np.argsort(-drops, axis=0)  # (G, n): factors by what they add, per lead
-    out: list[list[dict]] = []
-    for i in range(n):
-        chosen = []
-        for g in order[:, i]:
-            impact = drops[g, i]
-            if len(chosen) == top or impact < MIN_REASON_DROP:
-                break
-            key = keys[g]
-            check = lead_cols.get(key)
-            if check is not None and (X[i, check[0]] - check[1]) * check[2] <= 0:
-                continue  # the model leans on it, but the lead is not abnormal there
-            chosen.append(
-                {
-                    "factor": key,
-                    "text": factor_words(key, X[i], scorer.spec),
-                    "impact": round(float(impact), 4),
-                }
-            )
-        out.append(chosen)
+    ranked = eligible[order, np.arange(n)]  # (G, n): eligibility in each lead's order
+    ranked &= np.cumsum(ranked, axis=0) <= top
+    leads, ranks = np.nonzero(ranked.T)  # by lead, then rank
+    factors = order[ranks, leads]
+    out: list[list[dict]] = [[] for _ in range(n)]
+    for i, g, impact in zip(
+        leads.tolist(), factors.tolist(), drops[factors, leads].tolist(), strict=True
+    ):
+        key = keys[g]
+        out[i].append(
+            {
+                "factor": key,
+                "text": factor_words(key, X[i], scorer.spec),
+                "impact": round(impact, 4),
+            }
+        )
     return out
 
 
@@ -263,8 +266,15 @@ class SignedLogisticRegression(ClassifierMixin, BaseEstimator):
 
 
 def signed_log(X: np.ndarray) -> np.ndarray:
-    """Counts and durations are heavy-tailed: compare them on a log scale (sign kept)."""
-    return np.sign(X) * np.log1p(np.abs(X))
+    """Counts and durations are heavy-tailed: compare them on a log scale (sign kept).
+
+    sign(X) * log1p(|X|) in one new array instead of four: the reasons run it over the
+    leads and a copy per factor group, where the temporaries cost more than the logs.
+    The same values (a zero may keep its sign, which nothing downstream can tell)."""
+    out = np.abs(np.asarray(X, dtype=float))
+    np.log1p(out, out=out)
+    np.copysign(out, X, out=out)
+    return out
 
 
 def _candidates(spec: FeatureSpec, seed: int) -> dict[str, object]:
