@@ -73,33 +73,33 @@ def _normal(scorer: Scorer, values: np.ndarray, cols: np.ndarray) -> np.ndarray:
 def scores_with_reasons(
     scorer: Scorer, X: np.ndarray, top: int = 3
 ) -> tuple[np.ndarray, list[list[dict]]]:
-    """Scores and the top factors that raised each, in ONE model call over the leads and
-    their counterfactuals (each factor group moved to normal): a factor is named only if
-    moving it to normal lowers this lead's score, so reasons are faithful by design."""
-    groups = group_columns(scorer.spec)
-    keys = list(groups)
-    n = len(X)
-    if n == 0:
+    """Scores and the top factors that raised each: the leads and their counterfactuals
+    (each factor group moved to normal) scored by the same model, so a factor is named
+    only if moving it to normal lowers this lead's score: faithful by design."""
+    if len(X) == 0:
         return np.zeros(0), []
-    stacked = np.repeat(X[np.newaxis, :, :], len(keys) + 1, axis=0)  # (1 + G, n, F)
-    for g, key in enumerate(keys, start=1):
-        stacked[g][:, groups[key]] = _normal(scorer, X[:, groups[key]], groups[key])
-    every = scorer.predict_proba(stacked.reshape((len(keys) + 1) * n, -1)).reshape(len(keys) + 1, n)
-    p = every[0]
-    return p, _reasons_from(scorer, X, p, every[1:], keys, top)
+    p = scorer.predict_proba(X)
+    return p, reasons_explain(scorer, X, p, top)
 
 
 def reasons_explain(scorer: Scorer, X: np.ndarray, p: np.ndarray, top: int = 3) -> list[list[dict]]:
-    """Reasons for scores already computed (one model call over the counterfactuals)."""
+    """Reasons for scores already computed: one model call per factor group over all the
+    leads. (One call over a stacked copy of the matrix per group was slower: on a
+    5,000-lead chunk 48 against 31-34 ms for the logistic model, 1.75 s against 0.27 s
+    for a calibrated boosted one; the group's matrix stays in cache and nothing is
+    copied 13-fold. Models score rows independently, so the figures are the same.)"""
     groups = group_columns(scorer.spec)
     keys = list(groups)
     n = len(X)
     if n == 0 or not keys:
         return [[] for _ in range(n)]
-    stacked = np.repeat(X[np.newaxis, :, :], len(keys), axis=0)  # (G, n, F)
+    counterfactual = np.empty((len(keys), n))
+    moved = X.copy()
     for g, key in enumerate(keys):
-        stacked[g][:, groups[key]] = _normal(scorer, X[:, groups[key]], groups[key])
-    counterfactual = scorer.predict_proba(stacked.reshape(len(keys) * n, -1)).reshape(len(keys), n)
+        cols = groups[key]
+        moved[:, cols] = _normal(scorer, X[:, cols], cols)
+        counterfactual[g] = scorer.predict_proba(moved)
+        moved[:, cols] = X[:, cols]
     return _reasons_from(scorer, X, p, counterfactual, keys, top)
 
 

@@ -176,6 +176,13 @@ def test_reasons_chosen_for_all_leads_at_once_equal_the_per_lead_choice():
         [scorer.predict_proba(_moved_to_normal(scorer, X, groups[key])) for key in keys]
     )
     assert reasons == _reasons_one_by_one(scorer, X, p, counterfactual, keys)
+    # and the scores are those of one call over the leads stacked with every group's
+    # counterfactual copy (how they were computed before), to the bit
+    stacked = scorer.predict_proba(
+        np.concatenate([X] + [_moved_to_normal(scorer, X, groups[key]) for key in keys])
+    ).reshape(len(keys) + 1, len(X))
+    np.testing.assert_array_equal(stacked[0], p)
+    np.testing.assert_array_equal(stacked[1:], counterfactual)
     assert sum(map(len, reasons)) > 300 and len({len(r) for r in reasons}) >= 3
 
 
