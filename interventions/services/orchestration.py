@@ -251,7 +251,7 @@ def _on_risk_group(
     # its latest.
     last_by_lead = {
         i.lead_id: i
-        for i in Intervention.objects.filter(lead_id__in=live)
+        for i in Intervention.objects.filter(tenant_id=tenant_id, lead_id__in=live)
         .order_by(
             "lead_id",
             Case(When(status__in=OPEN_STATUSES, then=Value(0)), default=Value(1)),
