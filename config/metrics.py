@@ -156,6 +156,16 @@ def on_risk_assessed(sender, *, tenant_id, lead_id, new_tier, **kwargs) -> None:
     _record(lambda: churn_metrics.RISK_TIER_CHANGES.labels(new_tier).inc())
 
 
+def on_risk_assessed_many(sender, *, tenant_id, changes, **kwargs) -> None:
+    tiers = [change["new_tier"] for change in changes]
+
+    def record() -> None:
+        for tier in tiers:
+            churn_metrics.RISK_TIER_CHANGES.labels(tier).inc()
+
+    _record(record)
+
+
 def on_intervention_changed(sender, *, tenant_id, intervention_id, lead_id, event, **kwargs):
     from config.logging import log_context_update
 
@@ -180,13 +190,14 @@ def connect_receivers() -> None:
     """Called once from OpsConfig.ready(); dispatch_uid keeps a second call harmless."""
     from django.db.models.signals import post_save
 
-    from churnapp.signals import risk_assessed
+    from churnapp.signals import risk_assessed, risk_assessed_many
     from interventions.signals import escalation_changed, intervention_changed
     from notifications.models import DeliveryAttempt, Message
     from notifications.signals import message_status_changed
 
     message_status_changed.connect(on_message_status_changed, dispatch_uid="ops-metrics")
     risk_assessed.connect(on_risk_assessed, dispatch_uid="ops-metrics")
+    risk_assessed_many.connect(on_risk_assessed_many, dispatch_uid="ops-metrics")
     intervention_changed.connect(on_intervention_changed, dispatch_uid="ops-metrics")
     escalation_changed.connect(on_escalation_changed, dispatch_uid="ops-metrics")
     post_save.connect(on_message_saved, sender=Message, dispatch_uid="ops-metrics-fallback")

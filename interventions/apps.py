@@ -10,6 +10,9 @@ class InterventionsConfig(AppConfig):
         from notifications import signals as notification_signals
 
         churn_signals.risk_assessed.connect(receivers.on_risk_assessed, dispatch_uid="iv-risk")
+        churn_signals.risk_assessed_many.connect(
+            receivers.on_risk_assessed_many, dispatch_uid="iv-risk-many"
+        )
         churn_signals.activity_ingested.connect(
             receivers.on_activity_ingested, dispatch_uid="iv-activity"
         )

@@ -8,6 +8,7 @@ from interventions.services.orchestration import (
     intervention_on_opt_out,
     intervention_on_risk,
     interventions_on_activity,
+    interventions_on_risk,
 )
 from notifications.models import MessageStatus
 
@@ -35,6 +36,11 @@ def on_risk_assessed(
         reasons=reasons,
         assessed_at=assessed_at,
     )
+
+
+def on_risk_assessed_many(sender, *, tenant_id, changes, **kwargs) -> None:
+    # A scoring chunk's tier changes, planned together (one lock, bulk writes).
+    interventions_on_risk(tenant_id=tenant_id, changes=changes)
 
 
 def on_activity_ingested(

@@ -31,6 +31,9 @@ class TrackingConfig(AppConfig):
             receivers.on_recipient_opted_out, dispatch_uid="trk-opt-out"
         )
         churn_signals.risk_assessed.connect(receivers.on_risk_assessed, dispatch_uid="trk-risk")
+        churn_signals.risk_assessed_many.connect(
+            receivers.on_risk_assessed_many, dispatch_uid="trk-risk-many"
+        )
         # Creation of an outbox row has no signal of its own in notifications: the
         # framework's post_save of Message says "queued".
         post_save.connect(

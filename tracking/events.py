@@ -96,6 +96,63 @@ def tracking_event_record(
     return event
 
 
+def tracking_events_record(*, events: list[dict]) -> list[TrackingEvent]:
+    """`tracking_event_record` for many events (each a dict of its arguments) in one
+    INSERT, written and broadcast in the order given: a scoring chunk's tier changes
+    were one INSERT each."""
+    if not events:
+        return []
+    now = timezone.now()
+    rows: list[TrackingEvent] = []
+    texts: list[str] = []
+    for e in events:
+        text = json.dumps(e.get("data") or {}, cls=DjangoJSONEncoder)
+        texts.append(text)
+        rows.append(
+            TrackingEvent(
+                tenant_id=e["tenant_id"],
+                kind=e["kind"],
+                lead_id=e.get("lead_id"),
+                intervention_id=e.get("intervention_id"),
+                message_id=e.get("message_id"),
+                escalation_id=e.get("escalation_id"),
+                stage=e.get("stage"),
+                channel=e.get("channel") or "",
+                data=json.loads(text),
+                occurred_at=e.get("occurred_at") or now,
+            )
+        )
+    columns = (
+        "tenant_id",
+        "lead_id",
+        "intervention_id",
+        "message_id",
+        "escalation_id",
+        "kind",
+        "stage",
+        "channel",
+        "occurred_at",
+    )
+    with connection.cursor() as cursor:
+        # Ids come from one sequence in the order of the SELECT, so sorted they match
+        # the events in order.
+        cursor.execute(
+            f"INSERT INTO {TrackingEvent._meta.db_table} ({', '.join(columns)}, data)"
+            f" SELECT {', '.join(f'e.{c}' for c in columns)}, e.data::jsonb"
+            " FROM unnest(%s::bigint[], %s::bigint[], %s::bigint[], %s::bigint[],"
+            " %s::bigint[], %s::text[], %s::int[], %s::text[], %s::timestamptz[], %s::text[])"
+            f" WITH ORDINALITY AS e({', '.join(columns)}, data, n) ORDER BY e.n RETURNING id",
+            [[getattr(r, c) for r in rows] for c in columns] + [texts],
+        )
+        ids = sorted(row[0] for row in cursor.fetchall())
+    for event, pk in zip(rows, ids, strict=True):
+        event.id = pk
+        event._state.adding = False
+        event._state.db = connection.alias
+        tracking_event_send_on_commit(tenant_id=event.tenant_id, payload=event_payload(event))
+    return rows
+
+
 class _Publisher:
     """One thread per process with its own event loop, publishing broadcasts in order.
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tracking.events import tracking_event_record
+from tracking.events import tracking_event_record, tracking_events_record
 from tracking.models import EventKind
 
 _INTERVENTION_KINDS = {
@@ -154,8 +154,7 @@ def on_recipient_opted_out(sender, *, tenant_id, lead_id=None, channel="", reaso
     )
 
 
-def on_risk_assessed(
-    sender,
+def _tier_changed(
     *,
     tenant_id,
     lead_id,
@@ -166,14 +165,15 @@ def on_risk_assessed(
     model_version=None,
     reasons=None,
     **kwargs,
-) -> None:
+) -> dict | None:
+    """The tier_changed event of one assessment, as tracking_event_record's arguments."""
     if previous_tier == new_tier:
-        return
-    tracking_event_record(
-        tenant_id=tenant_id,
-        kind=EventKind.TIER_CHANGED,
-        lead_id=lead_id,
-        data={
+        return None
+    return {
+        "tenant_id": tenant_id,
+        "kind": EventKind.TIER_CHANGED,
+        "lead_id": lead_id,
+        "data": {
             "previous_tier": previous_tier,
             "new_tier": new_tier,
             "score": score,
@@ -181,6 +181,23 @@ def on_risk_assessed(
             "model_version": model_version,
             "reasons": list(reasons or [])[:5],
         },
+    }
+
+
+def on_risk_assessed(sender, *, tenant_id, lead_id, **kwargs) -> None:
+    event = _tier_changed(tenant_id=tenant_id, lead_id=lead_id, **kwargs)
+    if event is not None:
+        tracking_event_record(**event)
+
+
+def on_risk_assessed_many(sender, *, tenant_id, changes, **kwargs) -> None:
+    """Scoring's tier changes of one write: one event each, in one INSERT, in order."""
+    tracking_events_record(
+        events=[
+            event
+            for change in changes
+            if (event := _tier_changed(tenant_id=tenant_id, **change)) is not None
+        ]
     )
 
 

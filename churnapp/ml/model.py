@@ -73,33 +73,33 @@ def _normal(scorer: Scorer, values: np.ndarray, cols: np.ndarray) -> np.ndarray:
 def scores_with_reasons(
     scorer: Scorer, X: np.ndarray, top: int = 3
 ) -> tuple[np.ndarray, list[list[dict]]]:
-    """Scores and the top factors that raised each, in ONE model call over the leads and
-    their counterfactuals (each factor group moved to normal): a factor is named only if
-    moving it to normal lowers this lead's score, so reasons are faithful by design."""
-    groups = group_columns(scorer.spec)
-    keys = list(groups)
-    n = len(X)
-    if n == 0:
+    """Scores and the top factors that raised each: the leads and their counterfactuals
+    (each factor group moved to normal) scored by the same model, so a factor is named
+    only if moving it to normal lowers this lead's score: faithful by design."""
+    if len(X) == 0:
         return np.zeros(0), []
-    stacked = np.repeat(X[np.newaxis, :, :], len(keys) + 1, axis=0)  # (1 + G, n, F)
-    for g, key in enumerate(keys, start=1):
-        stacked[g][:, groups[key]] = _normal(scorer, X[:, groups[key]], groups[key])
-    every = scorer.predict_proba(stacked.reshape((len(keys) + 1) * n, -1)).reshape(len(keys) + 1, n)
-    p = every[0]
-    return p, _reasons_from(scorer, X, p, every[1:], keys, top)
+    p = scorer.predict_proba(X)
+    return p, reasons_explain(scorer, X, p, top)
 
 
 def reasons_explain(scorer: Scorer, X: np.ndarray, p: np.ndarray, top: int = 3) -> list[list[dict]]:
-    """Reasons for scores already computed (one model call over the counterfactuals)."""
+    """Reasons for scores already computed: one model call per factor group over all the
+    leads. (One call over a stacked copy of the matrix per group was slower: on a
+    5,000-lead chunk 48 against 31-34 ms for the logistic model, 1.75 s against 0.27 s
+    for a calibrated boosted one; the group's matrix stays in cache and nothing is
+    copied 13-fold. Models score rows independently, so the figures are the same.)"""
     groups = group_columns(scorer.spec)
     keys = list(groups)
     n = len(X)
     if n == 0 or not keys:
         return [[] for _ in range(n)]
-    stacked = np.repeat(X[np.newaxis, :, :], len(keys), axis=0)  # (G, n, F)
+    counterfactual = np.empty((len(keys), n))
+    moved = X.copy()
     for g, key in enumerate(keys):
-        stacked[g][:, groups[key]] = _normal(scorer, X[:, groups[key]], groups[key])
-    counterfactual = scorer.predict_proba(stacked.reshape(len(keys) * n, -1)).reshape(len(keys), n)
+        cols = groups[key]
+        moved[:, cols] = _normal(scorer, X[:, cols], cols)
+        counterfactual[g] = scorer.predict_proba(moved)
+        moved[:, cols] = X[:, cols]
     return _reasons_from(scorer, X, p, counterfactual, keys, top)
 
 
@@ -111,36 +111,39 @@ def _reasons_from(
     keys: list[str],
     top: int,
 ) -> list[list[dict]]:
+    """Each lead's top factors: by what moving them to normal takes off its score, at
+    least MIN_REASON_DROP, and only where the lead is on the factor's risky side of
+    normal. Chosen in numpy for all leads at once (a Python loop over every lead and
+    factor was most of the reasons' cost, as much as their extra model rows); only the
+    chosen ones are worded."""
     meta = {g.key: g for g in FACTOR_GROUPS}
     n = len(X)
     drops = p[np.newaxis, :] - counterfactual  # (G, n): how much each factor adds
     names = scorer.spec.names
-    lead_cols = {}
-    for key in keys:
+    eligible = drops >= MIN_REASON_DROP
+    for g, key in enumerate(keys):
         feature = meta[key].lead_feature
         if feature is not None and not np.isnan(scorer.reference[names.index(feature)]):
             j = names.index(feature)
-            lead_cols[key] = (j, scorer.reference[j], meta[key].risky_direction)
+            # the model leans on it, but the lead is not abnormal there
+            eligible[g] &= ~((X[:, j] - scorer.reference[j]) * meta[key].risky_direction <= 0)
     order = np.argsort(-drops, axis=0)  # (G, n): factors by what they add, per lead
-    out: list[list[dict]] = []
-    for i in range(n):
-        chosen = []
-        for g in order[:, i]:
-            impact = drops[g, i]
-            if len(chosen) == top or impact < MIN_REASON_DROP:
-                break
-            key = keys[g]
-            check = lead_cols.get(key)
-            if check is not None and (X[i, check[0]] - check[1]) * check[2] <= 0:
-                continue  # the model leans on it, but the lead is not abnormal there
-            chosen.append(
-                {
-                    "factor": key,
-                    "text": factor_words(key, X[i], scorer.spec),
-                    "impact": round(float(impact), 4),
-                }
-            )
-        out.append(chosen)
+    ranked = eligible[order, np.arange(n)]  # (G, n): eligibility in each lead's order
+    ranked &= np.cumsum(ranked, axis=0) <= top
+    leads, ranks = np.nonzero(ranked.T)  # by lead, then rank
+    factors = order[ranks, leads]
+    out: list[list[dict]] = [[] for _ in range(n)]
+    for i, g, impact in zip(
+        leads.tolist(), factors.tolist(), drops[factors, leads].tolist(), strict=True
+    ):
+        key = keys[g]
+        out[i].append(
+            {
+                "factor": key,
+                "text": factor_words(key, X[i], scorer.spec),
+                "impact": round(impact, 4),
+            }
+        )
     return out
 
 
@@ -263,8 +266,15 @@ class SignedLogisticRegression(ClassifierMixin, BaseEstimator):
 
 
 def signed_log(X: np.ndarray) -> np.ndarray:
-    """Counts and durations are heavy-tailed: compare them on a log scale (sign kept)."""
-    return np.sign(X) * np.log1p(np.abs(X))
+    """Counts and durations are heavy-tailed: compare them on a log scale (sign kept).
+
+    sign(X) * log1p(|X|) in one new array instead of four: the reasons run it over the
+    leads and a copy per factor group, where the temporaries cost more than the logs.
+    The same values (a zero may keep its sign, which nothing downstream can tell)."""
+    out = np.abs(np.asarray(X, dtype=float))
+    np.log1p(out, out=out)
+    np.copysign(out, X, out=out)
+    return out
 
 
 def _candidates(spec: FeatureSpec, seed: int) -> dict[str, object]:

@@ -58,8 +58,74 @@ def cohort_assign(*, lead: Lead, policy: InterventionPolicy) -> LeadCohort:
     )
 
 
+def cohorts_standing(*, lead_ids: list[int]) -> dict[int, LeadCohort]:
+    """The cohorts already assigned to these leads, by lead id (one read)."""
+    return {c.lead_id: c for c in LeadCohort.objects.filter(lead_id__in=lead_ids)}
+
+
+def cohort_new(*, lead: Lead, policy: InterventionPolicy) -> LeadCohort:
+    """The arm `cohort_assign` would give a lead that has none yet (not saved)."""
+    value = lead_hash(tenant_id=lead.tenant_id, lead_id=lead.id)
+    percent = Decimal(policy.holdout_percent)
+    return LeadCohort(
+        tenant_id=lead.tenant_id,
+        lead=lead,
+        is_holdout=value < float(percent) / 100.0,
+        holdout_percent=percent,
+        hash_value=value,
+    )
+
+
+def cohorts_insert(*, cohorts: list[LeadCohort]) -> None:
+    """Write new cohorts from `cohort_new` in one statement (they get id and assigned_at).
+
+    The caller holds the leads' row locks, under which alone a cohort is assigned, so
+    none can have appeared since it read `cohorts_standing`: a duplicate is an error
+    (the unique lead key fails the transaction) rather than a second arm."""
+    if not cohorts:
+        return
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""
+            INSERT INTO {COHORT} (tenant_id, lead_id, is_holdout, holdout_percent, hash_value,
+                                  assigned_at)
+            SELECT c.tenant_id, c.lead_id, c.is_holdout, c.holdout_percent, c.hash_value, now()
+            FROM unnest(%s::bigint[], %s::bigint[], %s::bool[], %s::numeric[], %s::float8[])
+                WITH ORDINALITY AS c(tenant_id, lead_id, is_holdout, holdout_percent,
+                                     hash_value, n)
+            ORDER BY c.n
+            RETURNING lead_id, id, assigned_at
+            """,
+            [
+                [c.tenant_id for c in cohorts],
+                [c.lead_id for c in cohorts],
+                [c.is_holdout for c in cohorts],
+                [c.holdout_percent for c in cohorts],
+                [c.hash_value for c in cohorts],
+            ],
+        )
+        written = {lead_id: (pk, at) for lead_id, pk, at in cursor.fetchall()}
+    for cohort in cohorts:
+        cohort.id, cohort.assigned_at = written[cohort.lead_id]
+        cohort._state.adding = False
+
+
+def variants_active(*, tenant_id: int, stage: int) -> list[MessageVariant]:
+    """The stage's active variants, the candidates of `variant_pick`."""
+    return list(MessageVariant.objects.filter(tenant_id=tenant_id, stage=stage, is_active=True))
+
+
 def variant_choose(
     *, policy: InterventionPolicy, stage: int, rng: random.Random
+) -> MessageVariant | None:
+    """Pick a variant for a stage among its active ones (see variant_pick)."""
+    return variant_pick(
+        policy=policy, variants=variants_active(tenant_id=policy.tenant_id, stage=stage), rng=rng
+    )
+
+
+def variant_pick(
+    *, policy: InterventionPolicy, variants: list[MessageVariant], rng: random.Random
 ) -> MessageVariant | None:
     """Pick a variant for a stage.
 
@@ -68,9 +134,6 @@ def variant_choose(
     `exploration_floor` it picks uniformly instead, so a variant that started unlucky
     still gets traffic. The fixed mode splits by the manager's weights.
     """
-    variants = list(
-        MessageVariant.objects.filter(tenant_id=policy.tenant_id, stage=stage, is_active=True)
-    )
     if not variants:
         return None
     if len(variants) == 1:

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import datetime as dt
 import random
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 
 from django.db import connection, transaction
 from django.db.models import Case, Value, When
@@ -13,7 +14,10 @@ from django.utils import timezone
 
 from churnapp.exceptions import ApplicationError
 from churnapp.models import ActivityKind, Lead, LeadActivity, LeadStatus, RiskTier
-from churnapp.services.intervention_history import lead_intervention_record
+from churnapp.services.intervention_history import (
+    lead_intervention_record,
+    lead_intervention_records,
+)
 from interventions.clock import quiet_hours_release, zone
 from interventions.models import (
     OPEN_STATUSES,
@@ -22,19 +26,28 @@ from interventions.models import (
     InterventionPolicy,
     InterventionStatus,
     InterventionStep,
+    LeadCohort,
+    MessageVariant,
     Outcome,
     Recipient,
     Stage,
     StagePolicy,
     StepStatus,
 )
-from interventions.selectors import lead_sends_in_windows
+from interventions.selectors import SendCounts, leads_sends_in_windows
 from interventions.services.dispatch import planned_sends_dispatch_on_commit, sends_published
-from interventions.services.experiments import cohort_assign, variant_choose, variant_record_result
+from interventions.services.experiments import (
+    cohort_new,
+    cohorts_insert,
+    cohorts_standing,
+    variant_pick,
+    variant_record_result,
+    variants_active,
+)
 from interventions.services.policy import policy_ensure, stage_policy_active
 from interventions.signals import intervention_changed
-from notifications.models import MessageStatus
-from notifications.services import message_cancel, message_request
+from notifications.models import Message, MessageStatus
+from notifications.services import MessageBatch, message_cancel
 from notifications.services.callbacks import OPT_OUT_KEYWORDS
 
 TIER_STAGE: dict[str, int] = {
@@ -90,6 +103,34 @@ def _emit(intervention: Intervention, event: str, previous_status: str, **detail
     )
 
 
+@dataclass
+class _Start:
+    """One intervention to start: decided lead by lead, written with the others."""
+
+    lead: Lead
+    policy: InterventionPolicy
+    stage_policy: StagePolicy
+    stage: int
+    episode: int
+    previous: Intervention | None
+    tier: str
+    score: float | None
+    assessment_id: int | None
+    reasons: list
+    detected_at: dt.datetime
+    cohort: LeadCohort | None = None
+    variant: MessageVariant | None = None
+    intervention: Intervention | None = None
+    # (step, message created by this batch or None): in position order
+    steps: list[tuple[InterventionStep, Message | None]] = field(default_factory=list)
+
+
+def _is_rise(previous_tier: str | None, new_tier: str) -> bool:
+    return TIER_STAGE.get(new_tier) is not None and RiskTier.rank(new_tier) > RiskTier.rank(
+        previous_tier or RiskTier.UNSCORED
+    )
+
+
 # No savepoint: it runs inside the scoring transaction (a receiver of risk_assessed),
 # and an error here propagates and rolls that whole transaction back anyway.
 @transaction.atomic(savepoint=False)
@@ -106,70 +147,186 @@ def intervention_on_risk(
 ) -> Intervention | None:
     """React to a risk assessment: a rise in tier starts an episode or escalates the open
     one. Idempotent: the same assessment twice, or a tier that maps to a stage the lead
-    is already at, changes nothing."""
-    stage = TIER_STAGE.get(new_tier)
-    if stage is None or RiskTier.rank(new_tier) <= RiskTier.rank(
-        previous_tier or RiskTier.UNSCORED
-    ):
-        return None
-    # One lock per lead serializes concurrent assessments of the same lead.
-    lead = (
-        Lead.objects.select_for_update(of=("self",), no_key=True)
+    is already at, changes nothing. (interventions_on_risk with one change.)"""
+    return interventions_on_risk(
+        tenant_id=tenant_id,
+        changes=[
+            {
+                "lead_id": lead_id,
+                "previous_tier": previous_tier,
+                "new_tier": new_tier,
+                "score": score,
+                "assessment_id": assessment_id,
+                "reasons": reasons,
+                "assessed_at": assessed_at,
+            }
+        ],
+    )[0]
+
+
+@transaction.atomic(savepoint=False)
+def interventions_on_risk(
+    *, tenant_id: int, changes: Sequence[Mapping]
+) -> list[Intervention | None]:
+    """`intervention_on_risk` for many tier changes of one tenant (a scoring chunk's),
+    with the same outcome as one call per change in the order given, set-based: one lock
+    of the leads (in id order), one read of their latest interventions, the tenant's
+    stage policies, cohorts and variants read once, then one INSERT per table for the
+    interventions, cohorts, messages, steps and history rows. Each change is a mapping
+    of intervention_on_risk's arguments (lead_id, previous_tier, new_tier, score,
+    assessment_id, reasons, assessed_at). Returns, per change, the intervention it
+    started or None.
+
+    What depends on the order of the changes is kept in it: the decisions (and the
+    resolution of an open intervention a rise ends, which moves its variant's counts
+    before the next lead's variant is drawn) are made lead by lead in order, and after
+    the writes each intervention's lifecycle events (started, its steps' skips and queued
+    messages, activated), and its stage-3 escalation, follow in that order too."""
+    results: list[Intervention | None] = [None] * len(changes)
+    group: list[tuple[int, Mapping]] = []
+    seen: set[int] = set()
+    for index, change in enumerate(changes):
+        if not _is_rise(change.get("previous_tier"), change["new_tier"]):
+            continue
+        if change["lead_id"] in seen:
+            # The same lead again: decided after the first change is written, as it
+            # would be one by one.
+            _on_risk_group(tenant_id=tenant_id, group=group, results=results)
+            group, seen = [], set()
+        group.append((index, change))
+        seen.add(change["lead_id"])
+    _on_risk_group(tenant_id=tenant_id, group=group, results=results)
+    return results
+
+
+class _VariantCounts:
+    """The tenant's active variants per stage, read once per batch. A resolution in the
+    batch records its variant's trial in the database (variant_record_result) and here,
+    so the next draw sees it as a fresh read one by one would."""
+
+    def __init__(self, tenant_id: int) -> None:
+        self.tenant_id = tenant_id
+        self.by_stage: dict[int, list[MessageVariant]] = {}
+
+    def active(self, stage: int) -> list[MessageVariant]:
+        if stage not in self.by_stage:
+            self.by_stage[stage] = variants_active(tenant_id=self.tenant_id, stage=stage)
+        return self.by_stage[stage]
+
+    def resolved(self, intervention: Intervention, outcome: str) -> None:
+        if intervention.variant_id is None or outcome == Outcome.CANCELLED:
+            return
+        for variants in self.by_stage.values():
+            for variant in variants:
+                if variant.pk == intervention.variant_id:
+                    variant.trials += 1
+                    variant.successes += 1 if outcome in SUCCESS_OUTCOMES else 0
+
+
+def _on_risk_group(
+    *, tenant_id: int, group: list[tuple[int, Mapping]], results: list[Intervention | None]
+) -> None:
+    """The changes of distinct leads: decide in order, then write together."""
+    if not group:
+        return
+    # One lock per lead serializes concurrent assessments of the same lead; taken in id
+    # order so that concurrent batches cannot deadlock.
+    leads = {
+        lead.pk: lead
+        for lead in Lead.objects.select_for_update(of=("self",), no_key=True)
         .select_related("tenant", "assigned_agent")
-        .filter(pk=lead_id, tenant_id=tenant_id)
-        .first()
-    )
-    if lead is None or lead.status != LeadStatus.ACTIVE or lead.deleted_at is not None:
-        return None
+        .filter(pk__in=sorted({change["lead_id"] for _, change in group}), tenant_id=tenant_id)
+        .order_by("pk")
+    }
+    live = [
+        lead_id
+        for lead_id, lead in leads.items()
+        if lead.status == LeadStatus.ACTIVE and lead.deleted_at is None
+    ]
+    if not live:
+        return
     now = timezone.now()
-    stage_policy = stage_policy_active(tenant=lead.tenant, stage=stage)
-    policy = stage_policy.policy
-    # The open intervention if there is one (at most one per lead), else the latest.
-    last = (
-        Intervention.objects.filter(lead=lead)
+    tenant = leads[live[0]].tenant
+    # The open intervention of each lead if there is one (at most one per lead), else
+    # its latest.
+    last_by_lead = {
+        i.lead_id: i
+        for i in Intervention.objects.filter(tenant_id=tenant_id, lead_id__in=live)
         .order_by(
+            "lead_id",
             Case(When(status__in=OPEN_STATUSES, then=Value(0)), default=Value(1)),
             "-episode",
             "-stage",
         )
-        .first()
-    )
-    current = last if last is not None and last.status in OPEN_STATUSES else None
-    if current is not None:
-        if current.stage >= stage:
-            return None
-        _resolve(current, Outcome.NO_RESPONSE, f"risk rose to {new_tier} during the window", now)
-        return _start(
+        .distinct("lead_id")
+    }
+    stage_policies: dict[int, StagePolicy] = {}
+    cooldowns: dict[tuple[int, int], int] = {}
+    variants = _VariantCounts(tenant.pk)
+    standing = cohorts_standing(lead_ids=live)
+    starts: list[tuple[int, _Start]] = []
+    for index, change in group:
+        lead = leads.get(change["lead_id"])
+        if lead is None or lead.status != LeadStatus.ACTIVE or lead.deleted_at is not None:
+            continue
+        new_tier = change["new_tier"]
+        stage = TIER_STAGE[new_tier]
+        if stage not in stage_policies:
+            stage_policies[stage] = stage_policy_active(tenant=tenant, stage=stage)
+        stage_policy = stage_policies[stage]
+        last = last_by_lead.get(lead.pk)
+        current = last if last is not None and last.status in OPEN_STATUSES else None
+        previous = None
+        if current is not None:
+            if current.stage >= stage:
+                continue
+            _resolve(
+                current, Outcome.NO_RESPONSE, f"risk rose to {new_tier} during the window", now
+            )
+            variants.resolved(current, Outcome.NO_RESPONSE)
+            episode, previous = current.episode, current
+        else:
+            if last is not None and last.resolved_at is not None and stage <= last.stage:
+                key = (last.policy_id, last.stage)
+                if key not in cooldowns:
+                    cooldowns[key] = StagePolicy.objects.values_list(
+                        "cooldown_hours", flat=True
+                    ).get(policy_id=last.policy_id, stage=last.stage)
+                if last.resolved_at + dt.timedelta(hours=cooldowns[key]) > now:
+                    continue
+            episode = (last.episode + 1) if last else 1
+        start = _Start(
             lead=lead,
-            policy=policy,
-            stage=stage,
-            episode=current.episode,
-            previous=current,
-            tier=new_tier,
-            score=score,
-            assessment_id=assessment_id,
-            reasons=reasons,
-            detected_at=assessed_at or now,
-            now=now,
+            policy=stage_policy.policy,
             stage_policy=stage_policy,
+            stage=stage,
+            episode=episode,
+            previous=previous,
+            tier=new_tier,
+            score=change.get("score"),
+            assessment_id=change.get("assessment_id"),
+            reasons=change.get("reasons") or [],
+            detected_at=change.get("assessed_at") or now,
         )
-    if last is not None and last.resolved_at is not None and stage <= last.stage:
-        cooldown = last.policy.stages.get(stage=last.stage).cooldown_hours
-        if last.resolved_at + dt.timedelta(hours=cooldown) > now:
-            return None
-    return _start(
-        lead=lead,
-        policy=policy,
-        stage=stage,
-        episode=(last.episode + 1) if last else 1,
-        previous=None,
-        tier=new_tier,
-        score=score,
-        assessment_id=assessment_id,
-        reasons=reasons,
-        detected_at=assessed_at or now,
-        now=now,
-        stage_policy=stage_policy,
+        _arm_choose(start, standing=standing, variants=variants)
+        starts.append((index, start))
+    _starts_write([start for _, start in starts], now=now)
+    for index, start in starts:
+        results[index] = start.intervention
+
+
+def _arm_choose(
+    start: _Start, *, standing: dict[int, LeadCohort], variants: _VariantCounts
+) -> None:
+    """The lead's experiment arm (the standing cohort, else a new one) and, if treated,
+    its variant drawn with the rng seeded by lead, episode and stage."""
+    lead = start.lead
+    start.cohort = standing.get(lead.pk) or cohort_new(lead=lead, policy=start.policy)
+    rng = random.Random(f"{lead.id}:{start.episode}:{start.stage}")
+    start.variant = (
+        None
+        if start.cohort.is_holdout
+        else variant_pick(policy=start.policy, variants=variants.active(start.stage), rng=rng)
     )
 
 
@@ -188,68 +345,147 @@ def _start(
     now: dt.datetime,
     stage_policy: StagePolicy | None = None,
 ) -> Intervention:
+    """Start one intervention (the window evaluator's escalation): _starts_write of one."""
     if stage_policy is None:
         stage_policy = policy.stages.get(stage=stage)
-    cohort = cohort_assign(lead=lead, policy=policy)
-    rng = random.Random(f"{lead.id}:{episode}:{stage}")
-    variant = None if cohort.is_holdout else variant_choose(policy=policy, stage=stage, rng=rng)
-    intervention = Intervention.objects.create(
-        tenant_id=lead.tenant_id,
+    start = _Start(
         lead=lead,
-        episode=episode,
-        stage=stage,
         policy=policy,
-        variant=variant,
-        is_holdout=cohort.is_holdout,
-        # Held-out leads have nothing to send: their window starts at once, as a
-        # treated lead's does, so both arms are measured over the same span.
-        status=InterventionStatus.ACTIVE if cohort.is_holdout else InterventionStatus.PLANNED,
-        activated_at=now if cohort.is_holdout else None,
-        tier_at_start=tier,
-        score_at_start=score,
-        assessment_id=assessment_id,
-        detected_at=detected_at,
-        window_ends_at=now + dt.timedelta(hours=stage_policy.response_window_hours),
+        stage_policy=stage_policy,
+        stage=stage,
+        episode=episode,
         previous=previous,
+        tier=tier,
+        score=score,
+        assessment_id=assessment_id,
+        reasons=reasons or [],
+        detected_at=detected_at,
     )
-    _emit(
-        intervention,
-        "started",
-        "",
-        holdout=cohort.is_holdout,
-        variant=getattr(variant, "key", None),
+    _arm_choose(
+        start,
+        standing=cohorts_standing(lead_ids=[lead.pk]),
+        variants=_VariantCounts(lead.tenant_id),
     )
-    _history(intervention, "started", now)
-    if not cohort.is_holdout:
-        requested = _plan_steps(intervention, lead, policy, stage_policy, reasons or [], now)
-        if not requested:
+    _starts_write([start], now=now)
+    return start.intervention
+
+
+def _starts_write(starts: list[_Start], *, now: dt.datetime) -> None:
+    """Write the decided interventions of distinct leads (locked by the caller) together:
+    new cohorts, the interventions, their steps' messages (notifications' MessageBatch),
+    the steps, churnapp's history rows; then, intervention by intervention, what one
+    would announce: started, each step's skip or queued message, activated when nothing
+    is sent, the stage-3 escalation. The planned sends go out after commit."""
+    if not starts:
+        return
+    cohorts_insert(cohorts=[s.cohort for s in starts if s.cohort.pk is None])
+    for s in starts:
+        holdout = s.cohort.is_holdout
+        s.intervention = Intervention(
+            tenant_id=s.lead.tenant_id,
+            lead=s.lead,
+            episode=s.episode,
+            stage=s.stage,
+            policy=s.policy,
+            variant=s.variant,
+            is_holdout=holdout,
+            # Held-out leads have nothing to send: their window starts at once, as a
+            # treated lead's does, so both arms are measured over the same span.
+            status=InterventionStatus.ACTIVE if holdout else InterventionStatus.PLANNED,
+            activated_at=now if holdout else None,
+            tier_at_start=s.tier,
+            score_at_start=s.score,
+            assessment_id=s.assessment_id,
+            detected_at=s.detected_at,
+            window_ends_at=now + dt.timedelta(hours=s.stage_policy.response_window_hours),
+            previous=s.previous,
+        )
+    Intervention.objects.bulk_create([s.intervention for s in starts])
+    treated = [s for s in starts if not s.cohort.is_holdout]
+    if treated:
+        batch = MessageBatch(tenant=treated[0].lead.tenant)
+        batch.prefetch(
+            idempotency_keys=[
+                _step_key(s.intervention, position)
+                for s in treated
+                for position in range(1, len(s.stage_policy.channel_plan) + 1)
+            ]
+        )
+        sends = leads_sends_in_windows(
+            lead_ids=[s.lead.pk for s in treated],
+            now=now,
+            windows=(dt.timedelta(days=1), dt.timedelta(days=7)),
+        )
+        for s in treated:
+            _steps_plan(s, batch, sends[s.lead.pk], now)
+        new_messages = set(map(id, batch.write()))
+        for s in treated:
+            s.steps = [
+                (step, message if id(message) in new_messages else None)
+                for step, message in s.steps
+            ]
+        InterventionStep.objects.bulk_create([step for s in treated for step, _ in s.steps])
+    lead_intervention_records(
+        events=[
+            (s.lead.pk, s.stage, "started", now, _history_key(s.intervention, "started"))
+            for s in starts
+        ]
+    )
+    planned: list[int] = []
+    for s in starts:
+        intervention = s.intervention
+        _emit(
+            intervention,
+            "started",
+            "",
+            holdout=s.cohort.is_holdout,
+            variant=getattr(s.variant, "key", None),
+        )
+        requested = 0
+        for step, new_message in s.steps:
+            if step.status == StepStatus.SKIPPED:
+                _emit(
+                    intervention,
+                    "step_skipped",
+                    intervention.status,
+                    channel=step.channel,
+                    reason=step.skip_reason,
+                )
+                continue
+            if new_message is not None:
+                MessageBatch.announce(new_message)
+            requested += 1
+            planned.append(step.message_id)
+        if not s.cohort.is_holdout and not requested:
             _activate(intervention, now, reason="nothing to send")
-    if stage_policy.escalate_to_manager:
-        from interventions.services.escalations import escalation_open
+        if s.stage_policy.escalate_to_manager:
+            from interventions.services.escalations import escalation_open
 
-        escalation_open(intervention=intervention, now=now)
-    return intervention
+            escalation_open(intervention=intervention, now=now)
+    # Sent together with every other message this transaction plans, after it commits
+    # (interventions.services.dispatch: here in a worker when few, else batch tasks).
+    planned_sends_dispatch_on_commit(message_ids=planned)
 
 
-def _plan_steps(
-    intervention: Intervention,
-    lead: Lead,
-    policy: InterventionPolicy,
-    stage_policy: StagePolicy,
-    reasons: list,
+def _step_key(intervention: Intervention, position: int) -> str:
+    return f"iv:{intervention.lead_id}:{intervention.episode}:{intervention.stage}:{position}"
+
+
+def _steps_plan(
+    start: _Start,
+    batch: MessageBatch,
+    sends: list[SendCounts],
     now: dt.datetime,
-) -> int:
-    """Create the steps and their Messages (the outbox) in this transaction. Returns the
-    number of messages requested; every other step is recorded as skipped with a reason."""
-    day_sends, week_sends = lead_sends_in_windows(
-        lead=lead, now=now, windows=(dt.timedelta(days=1), dt.timedelta(days=7))
-    )
-    week_by_channel = week_sends.by_channel
+) -> None:
+    """Decide each step of the stage's plan under the tenant's contact rules and request
+    its message in `batch` (start.steps, unsaved); every step not requested is recorded
+    as skipped with a reason."""
+    intervention, lead, policy = start.intervention, start.lead, start.policy
+    day_sends, week_sends = sends
+    week_by_channel = dict(week_sends.by_channel)
     day_count, week_count = day_sends.total, week_sends.total
     lead_zone = zone(lead.timezone, lead.tenant.timezone)
-    requested = 0
-    planned: list[int] = []
-    for position, step in enumerate(stage_policy.channel_plan, start=1):
+    for position, step in enumerate(start.stage_policy.channel_plan, start=1):
         channel, to = step["channel"], step.get("to", Recipient.LEAD)
         agent = lead.assigned_agent if to == Recipient.AGENT else None
         skip = None
@@ -265,75 +501,72 @@ def _plan_steps(
                 skip = f"frequency cap: {policy.cap_per_week} messages per week reached"
             elif channel_cap is not None and week_by_channel.get(channel, 0) >= channel_cap:
                 skip = f"frequency cap: {channel_cap} {channel} messages per week reached"
-        if skip:
-            _step_skip(intervention, position, channel, to, skip)
-            continue
         not_before = None
-        if to == Recipient.LEAD:
-            release = quiet_hours_release(
-                now, lead_zone, policy.quiet_hours_start, policy.quiet_hours_end
+        if skip is None:
+            if to == Recipient.LEAD:
+                release = quiet_hours_release(
+                    now, lead_zone, policy.quiet_hours_start, policy.quiet_hours_end
+                )
+                not_before = release if release > now else None
+            # A template or configuration problem skips this step with its reason
+            # instead of failing the assessment that triggered it.
+            try:
+                message = batch.request(
+                    channel=channel,
+                    lead=lead,
+                    agent=agent,
+                    template_key=f"stage{intervention.stage}",
+                    variant=intervention.variant.key if intervention.variant else "A",
+                    context={
+                        "stage": intervention.stage,
+                        "risk_reasons": start.reasons,
+                        "episode": intervention.episode,
+                    },
+                    idempotency_key=_step_key(intervention, position),
+                    fallback_channels=list(step.get("fallback", [])),
+                    not_before=not_before,
+                    metadata={"intervention_id": intervention.id, "step": position},
+                )
+            except ApplicationError as exc:
+                skip = f"cannot send: {exc.message}"
+        if skip:
+            # Recorded, never dropped silently.
+            start.steps.append(
+                (
+                    InterventionStep(
+                        intervention=intervention,
+                        position=position,
+                        channel=channel,
+                        recipient=to,
+                        status=StepStatus.SKIPPED,
+                        skip_reason=skip[:200],
+                    ),
+                    None,
+                )
             )
-            not_before = release if release > now else None
-        # message_request is atomic itself (a savepoint here): a template or
-        # configuration problem rolls back its own writes and skips this step with its
-        # reason instead of failing the assessment that triggered it.
-        try:
-            message = message_request(
-                tenant=lead.tenant,
-                channel=channel,
-                lead=lead,
-                agent=agent,
-                template_key=f"stage{intervention.stage}",
-                variant=intervention.variant.key if intervention.variant else "A",
-                context={
-                    "stage": intervention.stage,
-                    "risk_reasons": reasons,
-                    "episode": intervention.episode,
-                },
-                idempotency_key=f"iv:{lead.id}:{intervention.episode}:{intervention.stage}:{position}",
-                fallback_channels=list(step.get("fallback", [])),
-                not_before=not_before,
-                metadata={"intervention_id": intervention.id, "step": position},
-                enqueue=False,
-            )
-        except ApplicationError as exc:
-            _step_skip(intervention, position, channel, to, f"cannot send: {exc.message}")
             continue
-        InterventionStep.objects.create(
-            intervention=intervention,
-            position=position,
-            channel=channel,
-            recipient=to,
-            status=StepStatus.REQUESTED,
-            message=message,
-            not_before=not_before,
+        start.steps.append(
+            (
+                InterventionStep(
+                    intervention=intervention,
+                    position=position,
+                    channel=channel,
+                    recipient=to,
+                    status=StepStatus.REQUESTED,
+                    message=message,
+                    not_before=not_before,
+                ),
+                message,
+            )
         )
-        requested += 1
-        planned.append(message.pk)
         if to == Recipient.LEAD:
             day_count += 1
             week_count += 1
             week_by_channel[channel] = week_by_channel.get(channel, 0) + 1
-    # Sent together with every other message this transaction plans, after it commits
-    # (interventions.services.dispatch: here in a worker when few, else batch tasks).
-    planned_sends_dispatch_on_commit(message_ids=planned)
-    return requested
 
 
-def _step_skip(
-    intervention: Intervention, position: int, channel: str, to: str, reason: str
-) -> None:
-    """Record a planned send that will not happen, and why (never dropped silently)."""
-    reason = reason[:200]
-    InterventionStep.objects.create(
-        intervention=intervention,
-        position=position,
-        channel=channel,
-        recipient=to,
-        status=StepStatus.SKIPPED,
-        skip_reason=reason,
-    )
-    _emit(intervention, "step_skipped", intervention.status, channel=channel, reason=reason)
+def _history_key(intervention: Intervention, outcome: str) -> str:
+    return f"intervention:{intervention.id}:{outcome}"
 
 
 def _history(intervention: Intervention, outcome: str, at: dt.datetime) -> None:
@@ -343,7 +576,7 @@ def _history(intervention: Intervention, outcome: str, at: dt.datetime) -> None:
         stage=intervention.stage,
         outcome=outcome,
         at=at,
-        key=f"intervention:{intervention.id}:{outcome}",
+        key=_history_key(intervention, outcome),
     )
 
 

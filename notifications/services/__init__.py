@@ -28,6 +28,17 @@ template_save(*, tenant, channel, key, body_text, variant="A", subject="", body_
     (lead, agent, tenant, risk_reasons, risk_tier, risk_score, unsubscribe_url, plus
     sample_context) and raises ValidationError on unknown variables or bad syntax.
 
+MessageBatch(*, tenant)  .prefetch(idempotency_keys=) .request(**message_request's
+    arguments but tenant, fallback_of and enqueue) -> Message  .write() -> list[Message]
+    .announce(message)
+    Many messages requested in one transaction (a scoring chunk's interventions): each
+    request answers as message_request would (the existing row of a known key, a new
+    unsaved row, or the same ApplicationError); write() inserts the new rows in one
+    statement, settling the first-SMS opt-out text as one by one; announce() does for a
+    new row what its creation does one by one (post_save: the "queued" lifecycle event;
+    an agent alert's companion). Nothing is enqueued: hand the rows to messages_dispatch
+    after commit. The caller must own its keys (hold the lead locks).
+
 sending.messages_dispatch(*, message_ids, send_here: int = 0) -> int
     After commit, outside any transaction: sends up to `send_here` messages right here
     (the single send: claim, call, settle; what cannot finish goes on by its send task),
@@ -54,11 +65,17 @@ callbacks.sms_inbound_record(...); status reports with
 callbacks.message_provider_status_record(...).
 """
 
-from notifications.services.messages import message_cancel, message_request, message_status_record
+from notifications.services.messages import (
+    MessageBatch,
+    message_cancel,
+    message_request,
+    message_status_record,
+)
 from notifications.services.suppression import suppression_add, suppression_lift
 from notifications.services.templates import template_save
 
 __all__ = [
+    "MessageBatch",
     "message_cancel",
     "message_request",
     "message_status_record",

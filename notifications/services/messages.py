@@ -9,6 +9,7 @@ from collections.abc import Sequence
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
+from django.db.models.signals import post_save
 from django.utils import timezone
 
 from churnapp.exceptions import ApplicationError, ConflictError
@@ -230,12 +231,23 @@ def content_render(
     context: dict,
     lead: Lead | None,
     agent: Agent | None,
+    templates: dict | None = None,
 ) -> dict:
-    """The rendered subject/text/html of a template for these recipients, and its links."""
-    candidates = Template.objects.filter(
-        tenant=tenant, channel=channel, key=template_key, is_active=True
-    )
-    template = candidates.filter(variant=variant).first() or candidates.filter(variant="A").first()
+    """The rendered subject/text/html of a template for these recipients, and its links.
+    `templates`, when given, keeps the templates looked up by (channel, key, variant)
+    for the next call (a batch renders the same few templates for many leads)."""
+    cache_key = (tenant.pk, channel, template_key, variant)
+    if templates is not None and cache_key in templates:
+        template = templates[cache_key]
+    else:
+        candidates = Template.objects.filter(
+            tenant=tenant, channel=channel, key=template_key, is_active=True
+        )
+        template = (
+            candidates.filter(variant=variant).first() or candidates.filter(variant="A").first()
+        )
+        if templates is not None:
+            templates[cache_key] = template
     if template is None:
         if channel in TEMPLATE_OPTIONAL:
             return {"template": None, "subject": "", "body_text": "", "body_html": "", "links": []}
@@ -316,6 +328,76 @@ def _message_create(*, fields: dict) -> tuple[Message, bool]:
         return existing, False
 
 
+def _idempotency_key_check(idempotency_key: str) -> None:
+    if not idempotency_key or len(idempotency_key) > 255:
+        raise ApplicationError("idempotency_key is required (at most 255 characters)")
+
+
+def _with_opt_out_text(body_text: str) -> str:
+    """The first SMS to a lead tells them how to opt out."""
+    return f"{body_text}\n{settings.NOTIFICATIONS_SMS_OPT_OUT_TEXT}"
+
+
+def _request_fields(
+    *,
+    tenant: Tenant,
+    channel: str,
+    lead: Lead | None,
+    agent: Agent | None,
+    template_key: str,
+    variant: str,
+    context: dict,
+    idempotency_key: str,
+    fallback_channels: Sequence[str],
+    not_before: dt.datetime | None,
+    metadata: dict | None,
+    fallback_of: Message | None,
+    templates: dict | None = None,
+) -> dict:
+    """Validate a request and render its content: the new row's fields (before the
+    first-SMS opt-out text, which depends on the lead's earlier messages). Raises
+    ApplicationError as message_request documents."""
+    if not_before is not None and timezone.is_naive(not_before):
+        raise ApplicationError("not_before must carry a time zone")
+    fallback_channels = list(fallback_channels)
+    _validate_request(
+        tenant=tenant, channel=channel, lead=lead, agent=agent, fallback_channels=fallback_channels
+    )
+    if channel == Channel.GHL_TASK and agent is None and lead is not None:
+        agent = lead.assigned_agent
+    rendered = content_render(
+        tenant=tenant,
+        channel=channel,
+        template_key=template_key,
+        variant=variant,
+        context=context,
+        lead=lead,
+        agent=agent,
+        templates=templates,
+    )
+    return {
+        "tenant": tenant,
+        "lead": lead,
+        "agent": agent,
+        "channel": channel,
+        "template": rendered["template"],
+        "template_key": template_key,
+        "variant": rendered["template"].variant if rendered["template"] else variant,
+        "subject": rendered["subject"],
+        "body_text": rendered["body_text"],
+        "body_html": rendered["body_html"],
+        "links": rendered["links"],
+        "to_address": recipient_address(channel=channel, lead=lead, agent=agent),
+        "idempotency_key": idempotency_key,
+        "max_attempts": settings.NOTIFICATIONS_MAX_ATTEMPTS,
+        "not_before": not_before,
+        "metadata": metadata or {},
+        "fallback_channels": fallback_channels,
+        "fallback_of": fallback_of,
+        "render_context": _json_safe(context),
+    }
+
+
 @transaction.atomic
 def message_request(
     *,
@@ -339,54 +421,27 @@ def message_request(
     `enqueue=False` leaves the send to the caller, who plans several messages in one
     transaction and hands them to `messages_dispatch` together after commit (an agent
     alert's companion is still enqueued here)."""
-    if not idempotency_key or len(idempotency_key) > 255:
-        raise ApplicationError("idempotency_key is required (at most 255 characters)")
+    _idempotency_key_check(idempotency_key)
     existing = Message.objects.filter(tenant=tenant, idempotency_key=idempotency_key).first()
     if existing is not None:
         return existing
-    if not_before is not None and timezone.is_naive(not_before):
-        raise ApplicationError("not_before must carry a time zone")
-    fallback_channels = list(fallback_channels)
-    _validate_request(
-        tenant=tenant, channel=channel, lead=lead, agent=agent, fallback_channels=fallback_channels
-    )
-    if channel == Channel.GHL_TASK and agent is None and lead is not None:
-        agent = lead.assigned_agent
-    rendered = content_render(
+    fields = _request_fields(
         tenant=tenant,
         channel=channel,
+        lead=lead,
+        agent=agent,
         template_key=template_key,
         variant=variant,
         context=context,
-        lead=lead,
-        agent=agent,
+        idempotency_key=idempotency_key,
+        fallback_channels=fallback_channels,
+        not_before=not_before,
+        metadata=metadata,
+        fallback_of=fallback_of,
     )
-    body_text = rendered["body_text"]
     if channel == Channel.SMS and lead is not None and _sms_first_to_lead(lead):
-        body_text = f"{body_text}\n{settings.NOTIFICATIONS_SMS_OPT_OUT_TEXT}"
-    message, created = _message_create(
-        fields={
-            "tenant": tenant,
-            "lead": lead,
-            "agent": agent,
-            "channel": channel,
-            "template": rendered["template"],
-            "template_key": template_key,
-            "variant": rendered["template"].variant if rendered["template"] else variant,
-            "subject": rendered["subject"],
-            "body_text": body_text,
-            "body_html": rendered["body_html"],
-            "links": rendered["links"],
-            "to_address": recipient_address(channel=channel, lead=lead, agent=agent),
-            "idempotency_key": idempotency_key,
-            "max_attempts": settings.NOTIFICATIONS_MAX_ATTEMPTS,
-            "not_before": not_before,
-            "metadata": metadata or {},
-            "fallback_channels": fallback_channels,
-            "fallback_of": fallback_of,
-            "render_context": _json_safe(context),
-        }
-    )
+        fields["body_text"] = _with_opt_out_text(fields["body_text"])
+    message, created = _message_create(fields=fields)
     if not created:
         return message
     if channel == Channel.AGENT_ALERT:
@@ -394,6 +449,119 @@ def message_request(
     if enqueue:
         message_enqueue_on_commit(message=message)
     return message
+
+
+class MessageBatch:
+    """Messages requested together in one transaction (the interventions a scoring chunk
+    plans): each request is checked and rendered as `message_request` would do it, and
+    the new rows are written by one INSERT in `write()` instead of a savepoint, a read of
+    the key, a template lookup and an INSERT apiece.
+
+    `request()` answers as message_request does, at once: the existing row for a known
+    key, or the new (unsaved) Message, or ApplicationError for a request that cannot be
+    made. The first-SMS opt-out text is settled in `write()` (one read for every lead),
+    as it would be one by one: only the lead's first SMS, counting those of the batch.
+    `announce(message)` then does, for a new row, what its creation does one by one
+    (post_save: the lifecycle log's "queued" event; an agent alert's companion), so the
+    caller can keep each intervention's events in their one-by-one order. Nothing is
+    enqueued: the caller hands the rows to `messages_dispatch` after commit.
+
+    The caller holds what makes its keys its own (interventions: the leads' row locks),
+    so a key cannot be inserted by another transaction between the read and the INSERT;
+    if it were, the INSERT fails and the caller's transaction with it."""
+
+    def __init__(self, *, tenant: Tenant) -> None:
+        self.tenant = tenant
+        self._existing: dict[str, Message | None] = {}
+        self._templates: dict = {}
+        self._new: list[Message] = []
+
+    def prefetch(self, *, idempotency_keys: Sequence[str]) -> None:
+        """Read the rows of these keys in one query (later requests need none)."""
+        keys = [k for k in dict.fromkeys(idempotency_keys) if k not in self._existing]
+        if not keys:
+            return
+        self._existing.update(dict.fromkeys(keys))
+        for message in Message.objects.filter(tenant=self.tenant, idempotency_key__in=keys):
+            self._existing[message.idempotency_key] = message
+
+    def request(
+        self,
+        *,
+        channel: str,
+        lead: Lead | None = None,
+        agent: Agent | None = None,
+        template_key: str,
+        variant: str = "A",
+        context: dict,
+        idempotency_key: str,
+        fallback_channels: Sequence[str] = (),
+        not_before: dt.datetime | None = None,
+        metadata: dict | None = None,
+    ) -> Message:
+        _idempotency_key_check(idempotency_key)
+        self.prefetch(idempotency_keys=[idempotency_key])
+        existing = self._existing[idempotency_key]
+        if existing is not None:
+            return existing
+        fields = _request_fields(
+            tenant=self.tenant,
+            channel=channel,
+            lead=lead,
+            agent=agent,
+            template_key=template_key,
+            variant=variant,
+            context=context,
+            idempotency_key=idempotency_key,
+            fallback_channels=fallback_channels,
+            not_before=not_before,
+            metadata=metadata,
+            fallback_of=None,
+            templates=self._templates,
+        )
+        message = Message(**fields)
+        self._existing[idempotency_key] = message
+        self._new.append(message)
+        return message
+
+    def write(self) -> list[Message]:
+        """Insert the new rows (in request order); they get their ids."""
+        new, self._new = self._new, []
+        if not new:
+            return []
+        sms_leads = {m.lead_id for m in new if m.channel == Channel.SMS and m.lead_id}
+        had_sms = set()
+        if sms_leads:
+            had_sms = set(
+                Message.objects.filter(lead_id__in=sms_leads, channel=Channel.SMS)
+                .exclude(
+                    status__in=[
+                        MessageStatus.SUPPRESSED,
+                        MessageStatus.CANCELLED,
+                        MessageStatus.FAILED,
+                    ]
+                )
+                .values_list("lead_id", flat=True)
+                .distinct()
+            )
+        for message in new:
+            if (
+                message.channel == Channel.SMS
+                and message.lead_id
+                and message.lead_id not in had_sms
+            ):
+                message.body_text = _with_opt_out_text(message.body_text)
+                had_sms.add(message.lead_id)
+        Message.objects.bulk_create(new)
+        return new
+
+    @staticmethod
+    def announce(message: Message) -> None:
+        """What creating `message` tells and starts one by one (see the class)."""
+        # bulk_create sends no post_save; what listens to a new row still hears it.
+        post_save.send(sender=Message, instance=message, created=True, raw=False, using="default")
+        if message.channel == Channel.AGENT_ALERT:
+            _agent_alert_companion_create(alert=message)
 
 
 def _agent_alert_companion_create(*, alert: Message) -> Message | None:

@@ -29,21 +29,23 @@ from churnapp.services.scoring import (
     scoring_run_start,
     slot_for,
 )
-from churnapp.signals import risk_assessed
+from churnapp.signals import risk_assessed_many
 from churnapp.tasks import rescore_tenant
 from tests.churnapp.conftest import wait_for
 
 
 @pytest.fixture
 def assessed():
+    """Every tier change scoring announced, one dict each (scoring sends them per write
+    with risk_assessed_many)."""
     calls = []
 
-    def receiver(**kwargs):
-        calls.append(kwargs)
+    def receiver(*, tenant_id, changes, **kwargs):
+        calls.extend({"tenant_id": tenant_id, **change} for change in changes)
 
-    risk_assessed.connect(receiver, weak=False)
+    risk_assessed_many.connect(receiver, weak=False)
     yield calls
-    risk_assessed.disconnect(receiver)
+    risk_assessed_many.disconnect(receiver)
 
 
 def _history(tenant, n_leads: int, now: dt.datetime) -> list[Lead]:

@@ -8,6 +8,7 @@ import pytest
 
 from churnapp.ml import features as F
 from churnapp.ml.model import (
+    MIN_REASON_DROP,
     ModelLoadError,
     TrainedScorer,
     artifact_dump,
@@ -15,6 +16,8 @@ from churnapp.ml.model import (
     calibration_table,
     metrics_compute,
     reasons_explain,
+    scores_with_reasons,
+    signed_log,
     time_split,
 )
 from churnapp.ml.rules import RULES_VERSION, RulesScorer
@@ -119,3 +122,79 @@ def test_synthetic_history_is_deterministic_and_silence_precedes_loss():
             and loss.occurred_at - dt.timedelta(days=13) < e.occurred_at <= loss.occurred_at
         ]
         assert before == [], "a lead is marked lost only after two silent weeks"
+
+
+def _reasons_one_by_one(scorer, X, p, counterfactual, keys, top=3) -> list[list[dict]]:
+    """The per-lead loop the numpy choice replaced, kept as its reference."""
+    meta = {g.key: g for g in F.FACTOR_GROUPS}
+    drops = p[np.newaxis, :] - counterfactual
+    names = scorer.spec.names
+    lead_cols = {}
+    for key in keys:
+        feature = meta[key].lead_feature
+        if feature is not None and not np.isnan(scorer.reference[names.index(feature)]):
+            j = names.index(feature)
+            lead_cols[key] = (j, scorer.reference[j], meta[key].risky_direction)
+    order = np.argsort(-drops, axis=0)
+    out = []
+    for i in range(len(X)):
+        chosen = []
+        for g in order[:, i]:
+            impact = drops[g, i]
+            if len(chosen) == top or impact < MIN_REASON_DROP:
+                break
+            check = lead_cols.get(keys[g])
+            if check is not None and (X[i, check[0]] - check[1]) * check[2] <= 0:
+                continue
+            chosen.append(
+                {
+                    "factor": keys[g],
+                    "text": F.factor_words(keys[g], X[i], scorer.spec),
+                    "impact": round(float(impact), 4),
+                }
+            )
+        out.append(chosen)
+    return out
+
+
+def test_reasons_chosen_for_all_leads_at_once_equal_the_per_lead_choice():
+    # given 2,000 leads with every raw feature drawn at random (ties included)
+    scorer = RulesScorer()
+    rng = np.random.default_rng(7)
+    rows = [
+        [i, "new", "zillow", None]
+        + [None if rng.random() < 0.1 else int(rng.integers(0, 40)) for _ in F.RAW_COLUMNS]
+        for i in range(2000)
+    ]
+    X = F.vectorize(F.RawFeatures.from_rows(rows), scorer.spec)
+    # when they are scored and explained
+    p, reasons = scores_with_reasons(scorer, X)
+    # then the reasons are those the per-lead loop chooses, in the same order
+    groups = F.group_columns(scorer.spec)
+    keys = list(groups)
+    counterfactual = np.stack(
+        [scorer.predict_proba(_moved_to_normal(scorer, X, groups[key])) for key in keys]
+    )
+    assert reasons == _reasons_one_by_one(scorer, X, p, counterfactual, keys)
+    # and the scores are those of one call over the leads stacked with every group's
+    # counterfactual copy (how they were computed before), to the bit
+    stacked = scorer.predict_proba(
+        np.concatenate([X] + [_moved_to_normal(scorer, X, groups[key]) for key in keys])
+    ).reshape(len(keys) + 1, len(X))
+    np.testing.assert_array_equal(stacked[0], p)
+    np.testing.assert_array_equal(stacked[1:], counterfactual)
+    assert sum(map(len, reasons)) > 300 and len({len(r) for r in reasons}) >= 3
+
+
+def _moved_to_normal(scorer, X, cols):
+    moved = X.copy()
+    ref = scorer.reference[cols]
+    moved[:, cols] = np.where(np.isnan(ref), X[:, cols], ref)
+    return moved
+
+
+def test_signed_log_is_sign_times_log1p_of_magnitude():
+    X = np.array([[0.0, -0.0, 1.0, -1.0, 3.5, -1e9, np.inf, -np.inf, np.nan, 1e-300]])
+    expected = np.sign(X) * np.log1p(np.abs(X))
+    np.testing.assert_array_equal(signed_log(X), expected)
+    assert signed_log(np.array([[2, -3]])).tolist() == [[np.log1p(2), -np.log1p(3)]]

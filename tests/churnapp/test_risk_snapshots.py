@@ -6,7 +6,7 @@ import datetime as dt
 import importlib
 
 import pytest
-from django.db import connection
+from django.db import connection, transaction
 from django.db.migrations.executor import MigrationExecutor
 from django.utils import timezone
 
@@ -22,8 +22,14 @@ from churnapp.models import (
     Tenant,
 )
 from churnapp.risk_selectors import lead_risk_history
-from churnapp.services.scoring import leads_rescore, scoring_chunk_process, scoring_run_start
-from churnapp.signals import risk_assessed
+from churnapp.services.scoring import (
+    leads_rescore,
+    leads_score,
+    scores_apply,
+    scoring_chunk_process,
+    scoring_run_start,
+)
+from churnapp.signals import risk_assessed_many
 from tests.churnapp.test_risk_batch import _history
 
 
@@ -81,10 +87,10 @@ def test_a_chunk_that_fails_after_writing_leaves_no_snapshot_and_its_retry_write
 
     def crash_once(**kwargs):
         if not failures:
-            failures.append(kwargs["lead_id"])
+            failures.append(kwargs["changes"][0]["lead_id"])
             raise RuntimeError("worker lost mid-chunk")
 
-    risk_assessed.connect(crash_once, weak=False)
+    risk_assessed_many.connect(crash_once, weak=False)
     try:
         chunks = list(run.chunks.order_by("index"))
         with pytest.raises(RuntimeError):
@@ -99,7 +105,7 @@ def test_a_chunk_that_fails_after_writing_leaves_no_snapshot_and_its_retry_write
         for chunk in chunks:
             assert scoring_chunk_process(chunk_id=chunk.pk) is None
     finally:
-        risk_assessed.disconnect(crash_once)
+        risk_assessed_many.disconnect(crash_once)
     # then: exactly one snapshot per lead, one tier change per lead
     assert ScoringRun.objects.get(pk=run.pk).finished_at is not None
     per_lead = sorted(RiskSnapshot.objects.values_list("lead_id", flat=True))
@@ -249,3 +255,30 @@ def test_migration_0008_moves_daily_assessments_to_snapshots_and_back(monkeypatc
             assert "UNIQUE" in cursor.fetchone()[0]
     finally:
         _migrate(AFTER)
+
+
+def test_the_write_stores_each_leads_score_tier_and_reasons_exactly_as_computed(tenant):
+    # given: leads scored (features, model, reasons) but not written yet
+    leads = _history(tenant, 8, timezone.now())
+    scored = leads_score(tenant_id=tenant.id, as_of=_at(0, 1), lead_ids=[x.pk for x in leads])
+    scored.reasons[0] = [
+        {"factor": "replies", "text": 'quote " and \\ backslash, {brace}', "impact": 0.5}
+    ]
+    # when: written with the columns as array literals and the reasons as one document
+    with transaction.atomic():
+        applied = scores_apply(tenant_id=tenant.id, scored=scored)
+    # then: every lead holds its own values, bit for bit, and each tier change its reasons
+    assert applied.scored == 8
+    stored = {lead.pk: lead for lead in Lead.objects.filter(pk__in=scored.lead_ids.tolist())}
+    for i, lead_id in enumerate(scored.lead_ids.tolist()):
+        lead = stored[lead_id]
+        assert lead.risk_score == scored.scores[i]
+        assert lead.risk_tier == scored.tiers[i]
+        assert lead.risk_reasons == scored.reasons[i]
+        change = RiskAssessment.objects.get(lead_id=lead_id)
+        assert (change.score, change.tier, change.reasons) == (
+            scored.scores[i],
+            scored.tiers[i],
+            scored.reasons[i],
+        )
+    assert len({lead.risk_score for lead in stored.values()}) == 8
