@@ -30,9 +30,7 @@ def cohort_assign(*, lead: Lead, policy: InterventionPolicy) -> LeadCohort:
     One statement for a lead seen the first time (INSERT ... ON CONFLICT DO NOTHING, no
     savepoint: a concurrent or earlier assignment is not an error), a second one only to
     read the arm that already stands."""
-    value = lead_hash(tenant_id=lead.tenant_id, lead_id=lead.id)
-    percent = Decimal(policy.holdout_percent)
-    is_holdout = value < float(percent) / 100.0
+    cohort = cohort_new(lead=lead, policy=policy)
     with connection.cursor() as cursor:
         cursor.execute(
             f"""
@@ -42,20 +40,14 @@ def cohort_assign(*, lead: Lead, policy: InterventionPolicy) -> LeadCohort:
             ON CONFLICT (lead_id) DO NOTHING
             RETURNING id, assigned_at
             """,
-            [lead.tenant_id, lead.id, is_holdout, percent, value],
+            [lead.tenant_id, lead.id, cohort.is_holdout, cohort.holdout_percent, cohort.hash_value],
         )
         row = cursor.fetchone()
     if row is None:  # assigned before (or concurrently): the first one stands
         return LeadCohort.objects.get(lead=lead)
-    return LeadCohort(
-        id=row[0],
-        tenant_id=lead.tenant_id,
-        lead=lead,
-        is_holdout=is_holdout,
-        holdout_percent=percent,
-        hash_value=value,
-        assigned_at=row[1],
-    )
+    cohort.id, cohort.assigned_at = row
+    cohort._state.adding = False
+    return cohort
 
 
 def cohorts_standing(*, lead_ids: list[int]) -> dict[int, LeadCohort]:
