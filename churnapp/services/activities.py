@@ -193,7 +193,10 @@ def _insert(
                            END AS status
                       FROM ins GROUP BY lead_id
                 ) AS v
-                WHERE l.id = v.lead_id
+                -- The batch's ids again, for the planner: it takes the inserted rows for
+                -- a hundred (a set-returning function's guess) and would hash-join them
+                -- to a scan of every lead.
+                WHERE l.id = v.lead_id AND l.id = ANY(%(leads)s::bigint[])
             )
             SELECT id, source_event_id, lead_id, direction, kind,
                    ({hint_query("SELECT lead_id FROM ins WHERE direction = %(inbound)s")})
