@@ -64,16 +64,7 @@ def lead_intervention_record(
     the detection path, where every round trip counts. The tenant comes from the lead
     row itself (never from the caller), and a repeated key is a no-op, not an error, so
     the caller's transaction needs no savepoint."""
-    if outcome not in InterventionOutcome.values:
-        raise ApplicationError(
-            f"unknown outcome {outcome!r}; expected one of {', '.join(InterventionOutcome.values)}"
-        )
-    if timezone.is_naive(at):
-        raise ApplicationError("`at` must carry a time zone")
-    if not key or len(key) > KEY_MAX:
-        raise ApplicationError(f"`key` is required (at most {KEY_MAX} characters)")
-    if int(stage) < 0:
-        raise ApplicationError("`stage` must not be negative")
+    _event_check(stage=stage, outcome=outcome, at=at, key=key)
     with connection.cursor() as cursor:
         cursor.execute(
             f"""
