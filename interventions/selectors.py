@@ -37,24 +37,7 @@ def lead_sends_in_windows(
 ) -> list[SendCounts]:
     """`lead_sends_since(since=now - w)` for every window `w`, in one query: the widest
     window is read once, grouped by channel, each window counted with a FILTER."""
-    since = [now - w for w in windows]
-    rows = (
-        Message.objects.filter(lead=lead, agent__isnull=True, created_at__gte=min(since))
-        .exclude(status__in=_NOT_DELIVERED)
-        .values("channel")
-        .annotate(
-            **{
-                f"n{i}": Count("id", filter=Q(created_at__gte=start))
-                for i, start in enumerate(since)
-            }
-        )
-    )
-    per_window: list[dict[str, int]] = [{} for _ in windows]
-    for row in rows:
-        for i, by_channel in enumerate(per_window):
-            if row[f"n{i}"]:
-                by_channel[row["channel"]] = row[f"n{i}"]
-    return [SendCounts(total=sum(c.values()), by_channel=c) for c in per_window]
+    return leads_sends_in_windows(lead_ids=[lead.pk], now=now, windows=windows)[lead.pk]
 
 
 def leads_sends_in_windows(

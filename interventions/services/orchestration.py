@@ -529,22 +529,8 @@ def _steps_plan(
                 )
             except ApplicationError as exc:
                 skip = f"cannot send: {exc.message}"
-        if skip:
-            # Recorded, never dropped silently.
-            start.steps.append(
-                (
-                    InterventionStep(
-                        intervention=intervention,
-                        position=position,
-                        channel=channel,
-                        recipient=to,
-                        status=StepStatus.SKIPPED,
-                        skip_reason=skip[:200],
-                    ),
-                    None,
-                )
-            )
-            continue
+        # A step not requested is recorded as skipped with its reason, never dropped.
+        requested = None if skip else message
         start.steps.append(
             (
                 InterventionStep(
@@ -552,13 +538,16 @@ def _steps_plan(
                     position=position,
                     channel=channel,
                     recipient=to,
-                    status=StepStatus.REQUESTED,
-                    message=message,
-                    not_before=not_before,
+                    status=StepStatus.SKIPPED if skip else StepStatus.REQUESTED,
+                    skip_reason=(skip or "")[:200],
+                    message=requested,
+                    not_before=None if skip else not_before,
                 ),
-                message,
+                requested,
             )
         )
+        if skip:
+            continue
         if to == Recipient.LEAD:
             day_count += 1
             week_count += 1

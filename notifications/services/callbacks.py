@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import logging
 from dataclasses import dataclass
@@ -134,6 +135,23 @@ def _engage(message: Message, kind: str, occurred_at: dt.datetime) -> None:
     )
 
 
+@functools.cache
+def _lock_and_store_sql() -> str:
+    """_message_lock_and_store's statement: every concrete column of the locked message
+    in field order, then whether the event was new (built once, not on every open)."""
+    columns = ", ".join(
+        f"m.{connection.ops.quote_name(f.column)}" for f in Message._meta.concrete_fields
+    )
+    return f"""
+        WITH m AS (SELECT * FROM {Message._meta.db_table} WHERE id = %s FOR UPDATE),
+        ev AS (
+            {_EVENT_INSERT}
+            SELECT m.tenant_id, m.id, %s, %s, %s, %s, %s, %s::jsonb, %s FROM m {_EVENT_ONCE}
+        )
+        SELECT {columns}, EXISTS (SELECT 1 FROM ev) FROM m
+    """
+
+
 def _message_lock_and_store(
     *,
     message_id: int,
@@ -150,15 +168,6 @@ def _message_lock_and_store(
     lock compiled the message's forty-odd columns every call (a quarter of an open
     pixel's time), and event_store was a second round trip."""
     fields = Message._meta.concrete_fields
-    columns = ", ".join(f"m.{connection.ops.quote_name(f.column)}" for f in fields)
-    query = f"""
-        WITH m AS (SELECT * FROM {Message._meta.db_table} WHERE id = %s FOR UPDATE),
-        ev AS (
-            {_EVENT_INSERT}
-            SELECT m.tenant_id, m.id, %s, %s, %s, %s, %s, %s::jsonb, %s FROM m {_EVENT_ONCE}
-        )
-        SELECT {columns}, EXISTS (SELECT 1 FROM ev) FROM m
-    """
     params = [
         message_id,
         *_event_values(
@@ -171,7 +180,7 @@ def _message_lock_and_store(
         ),
     ]
     with connection.cursor() as cursor:
-        cursor.execute(query, params)
+        cursor.execute(_lock_and_store_sql(), params)
         row = cursor.fetchone()
     if row is None:
         raise Message.DoesNotExist(f"no message {message_id}")
