@@ -47,7 +47,7 @@ from interventions.services.experiments import (
 from interventions.services.policy import policy_ensure, stage_policy_active
 from interventions.signals import intervention_changed
 from notifications.models import Message, MessageStatus
-from notifications.services import MessageBatch, message_cancel
+from notifications.services import MessageBatch, message_withdraw
 from notifications.services.callbacks import OPT_OUT_KEYWORDS
 
 TIER_STAGE: dict[str, int] = {
@@ -586,8 +586,9 @@ def _resolve(intervention: Intervention, outcome: str, reason: str, now: dt.date
     intervention.resolved_at = now
     intervention.save(update_fields=["status", "outcome", "outcome_reason", "resolved_at"])
     for step in intervention.steps.filter(status=StepStatus.REQUESTED).select_related("message"):
-        if step.message is not None and step.message.status == MessageStatus.QUEUED:
-            message_cancel(message=step.message)
+        # Checked under the message's lock: a send worker may have claimed it since this
+        # read; then it goes on and its step settles from the send as usual.
+        if step.message is not None and message_withdraw(message=step.message):
             step.status = StepStatus.CANCELLED
             step.save(update_fields=["status"])
     if intervention.variant_id is not None and outcome != Outcome.CANCELLED:

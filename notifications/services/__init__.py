@@ -46,6 +46,9 @@ sending.messages_dispatch(*, message_ids, send_here: int = 0) -> int
 
 message_cancel(*, message, reason="cancelled by caller") -> Message
     Cancels a queued (not yet sent) message; ConflictError otherwise.
+message_withdraw(*, message, reason="cancelled by caller") -> bool
+    Cancels the message if it is still queued (checked under its lock); False when a
+    send worker has claimed it, which then goes on. For callers giving up on a message.
 
 Fallback: a message that fails permanently, ends dead, is suppressed, or is later
 reported failed/bounced by its provider starts the next
@@ -70,6 +73,7 @@ from notifications.services.messages import (
     message_cancel,
     message_request,
     message_status_record,
+    message_withdraw,
 )
 from notifications.services.suppression import suppression_add, suppression_lift
 from notifications.services.templates import template_save
@@ -77,6 +81,7 @@ from notifications.services.templates import template_save
 __all__ = [
     "MessageBatch",
     "message_cancel",
+    "message_withdraw",
     "message_request",
     "message_status_record",
     "suppression_add",

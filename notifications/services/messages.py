@@ -688,14 +688,32 @@ def messages_enqueue(*, message_ids: Sequence[int]) -> int:
 @transaction.atomic
 def message_cancel(*, message: Message, reason: str = "cancelled by caller") -> Message:
     """Cancel a message that has not been handed to a provider yet."""
-    locked = Message.objects.select_for_update().get(pk=message.pk)
-    if locked.status != MessageStatus.QUEUED:
+    locked, cancelled = _withdraw(message, reason)
+    if not cancelled:
         raise ConflictError(
             f"message {locked.pk} is {locked.status}; only queued messages can be cancelled",
             code="not_cancellable",
         )
-    message_status_set(message=locked, new_status=MessageStatus.CANCELLED, reason=reason)
     return locked
+
+
+@transaction.atomic
+def message_withdraw(*, message: Message, reason: str = "cancelled by caller") -> bool:
+    """Cancel `message` if it is still queued; True if this call cancelled it.
+
+    For callers that give up on a message they did not hand out themselves (an
+    intervention resolved by the lead's reply): a send worker may have claimed it since
+    the caller read it. The status is checked under the row lock, so a claimed message
+    goes on to its provider and settles as usual, and the caller's work is not undone."""
+    return _withdraw(message, reason)[1]
+
+
+def _withdraw(message: Message, reason: str) -> tuple[Message, bool]:
+    locked = Message.objects.select_for_update().get(pk=message.pk)
+    if locked.status != MessageStatus.QUEUED:
+        return locked, False
+    message_status_set(message=locked, new_status=MessageStatus.CANCELLED, reason=reason)
+    return locked, True
 
 
 def message_fallback_create(*, message: Message, why: str) -> Message | None:

@@ -4,6 +4,7 @@ quiet hours, frequency caps, idempotency, escalation SLAs."""
 from __future__ import annotations
 
 import datetime as dt
+import uuid
 
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
@@ -21,6 +22,7 @@ from interventions.services.escalations import escalations_check_sla
 from interventions.services.orchestration import interventions_evaluate_due
 from notifications.models import Message, MessageStatus
 from notifications.services import message_status_record
+from notifications.services.sending import messages_claim_for_send
 
 
 def _ingest_now(lead, kind: str, event_id: str) -> None:
@@ -91,6 +93,32 @@ def test_reply_at_stage_one_ends_it_as_re_engaged_and_stops_sends(lead, policy, 
     assert intervention.steps.get().status == StepStatus.CANCELLED
     # and a later silent window does not restart anything
     assert interventions_evaluate_due(now=timezone.now() + dt.timedelta(days=4)) == 0
+
+
+def test_a_reply_while_a_worker_sends_the_email_resolves_and_lets_the_send_go_on(
+    lead, policy, assess
+):
+    # given stage 1 whose email a send worker has just claimed (queued -> sending)
+    assess(lead, "early_warning")
+    intervention = _open(lead)
+    message = intervention.steps.get().message
+    claimed = messages_claim_for_send(
+        tenant_id=lead.tenant_id,
+        channel="email",
+        token=uuid.uuid4(),
+        worker="test-worker",
+        limit=10,
+        message_ids=[message.pk],
+    )
+    assert claimed == [message.pk]
+    # when the lead replies (the ingest must not fail on the message in flight)
+    _ingest_now(lead, "sms_inbound", "reply-during-send")
+    # then the intervention ends, and the claimed email and its step are left to the send
+    intervention.refresh_from_db()
+    assert (intervention.status, intervention.outcome) == ("resolved", Outcome.RE_ENGAGED)
+    message.refresh_from_db()
+    assert message.status == MessageStatus.SENDING
+    assert intervention.steps.get().status == StepStatus.REQUESTED
 
 
 def test_a_batch_of_kinds_that_move_no_intervention_does_not_read_them(lead, policy, assess):

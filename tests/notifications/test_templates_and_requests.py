@@ -12,7 +12,7 @@ from django.utils import timezone
 from churnapp.exceptions import ApplicationError, ConflictError
 from churnapp.factories import LeadFactory
 from notifications.models import Message, MessageStatus, Template
-from notifications.services import message_cancel, message_request
+from notifications.services import message_cancel, message_request, message_withdraw
 from notifications.signals import message_status_changed
 from notifications.templating import links_extract, sms_segments
 from tests.notifications.conftest import template_make
@@ -227,6 +227,29 @@ def test_agent_alert_creates_a_companion_sms_to_the_agent(tenant, lead, agent):
     companion = Message.objects.get(parent=alert)
     assert companion.channel == "sms" and companion.to_address == agent.phone
     assert companion.body_text == alert.body_text and companion.metadata == {"intervention_id": 9}
+
+
+def test_withdraw_checks_the_status_under_the_lock_not_the_callers_copy(tenant, lead):
+    # given a caller's copy read while queued, and a send worker that claimed it since
+    template_make(tenant, "sms")
+    message = message_request(
+        tenant=tenant,
+        channel="sms",
+        lead=lead,
+        template_key="checkin",
+        context={},
+        idempotency_key="w1",
+    )
+    stale = Message.objects.get(pk=message.pk)
+    Message.objects.filter(pk=message.pk).update(status=MessageStatus.SENDING)
+    # when the caller gives up on it, then the send goes on untouched
+    assert stale.status == MessageStatus.QUEUED
+    assert message_withdraw(message=stale) is False
+    assert Message.objects.get(pk=message.pk).status == MessageStatus.SENDING
+    # and a message still queued is cancelled
+    Message.objects.filter(pk=message.pk).update(status=MessageStatus.QUEUED)
+    assert message_withdraw(message=stale) is True
+    assert Message.objects.get(pk=message.pk).status == MessageStatus.CANCELLED
 
 
 def test_cancel_a_planned_message_signals_and_refuses_twice(tenant, lead):
