@@ -95,6 +95,11 @@ def on_message_status_changed(
     _record(record)
 
 
+def on_message_statuses_changed(sender, *, changes, **kwargs) -> None:
+    for change in changes:
+        on_message_status_changed(sender, **change)
+
+
 def _detection_to_first_send(message_id: int) -> None:
     """Observe detected_at -> sent_at when this is the intervention's first message out."""
     from interventions.models import InterventionStep
@@ -193,9 +198,10 @@ def connect_receivers() -> None:
     from churnapp.signals import risk_assessed, risk_assessed_many
     from interventions.signals import escalation_changed, intervention_changed
     from notifications.models import DeliveryAttempt, Message
-    from notifications.signals import message_status_changed
+    from notifications.signals import message_status_changed, message_statuses_changed
 
     message_status_changed.connect(on_message_status_changed, dispatch_uid="ops-metrics")
+    message_statuses_changed.connect(on_message_statuses_changed, dispatch_uid="ops-metrics")
     risk_assessed.connect(on_risk_assessed, dispatch_uid="ops-metrics")
     risk_assessed_many.connect(on_risk_assessed_many, dispatch_uid="ops-metrics")
     intervention_changed.connect(on_intervention_changed, dispatch_uid="ops-metrics")

@@ -19,6 +19,9 @@ class InterventionsConfig(AppConfig):
         notification_signals.message_status_changed.connect(
             receivers.on_message_status_changed, dispatch_uid="iv-msg-status"
         )
+        notification_signals.message_statuses_changed.connect(
+            receivers.on_message_statuses_changed, dispatch_uid="iv-msg-statuses"
+        )
         notification_signals.message_engaged.connect(
             receivers.on_message_engaged, dispatch_uid="iv-msg-engaged"
         )

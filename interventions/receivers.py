@@ -63,6 +63,11 @@ def on_message_status_changed(sender, *, new_status, metadata=None, **kwargs) ->
         intervention_on_message(intervention_id=intervention_id, new_status=new_status)
 
 
+def on_message_statuses_changed(sender, *, changes, **kwargs) -> None:
+    for change in changes:
+        on_message_status_changed(sender, **change)
+
+
 def on_message_engaged(sender, *, kind, metadata=None, **kwargs) -> None:
     intervention_id = (metadata or {}).get("intervention_id")
     if intervention_id:

@@ -86,16 +86,26 @@ class Template(models.Model):
 class Message(models.Model):
     """One message to one recipient over one channel: the outbox row."""
 
-    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="+")
+    # Indexes: a message's status moves three or four times (queued, sending, sent,
+    # delivered...) and a status move is never a HOT update, so each move writes every
+    # index that holds the row. The foreign keys' lookups are served by the composite
+    # indexes below (tenant, lead) or by partial ones holding only the rows that have
+    # the key (agent, template, fallback_of, parent); see Meta.indexes.
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="+", db_index=False)
     lead = models.ForeignKey(
-        Lead, on_delete=models.CASCADE, null=True, blank=True, related_name="+"
+        Lead, on_delete=models.CASCADE, null=True, blank=True, related_name="+", db_index=False
     )
     agent = models.ForeignKey(
-        Agent, on_delete=models.CASCADE, null=True, blank=True, related_name="+"
+        Agent, on_delete=models.CASCADE, null=True, blank=True, related_name="+", db_index=False
     )
     channel = models.CharField(max_length=16, choices=Channel.choices)
     template = models.ForeignKey(
-        Template, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+        Template,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+        db_index=False,
     )
     template_key = models.CharField(max_length=100, blank=True, default="")
     variant = models.CharField(max_length=16, blank=True, default="")
@@ -126,7 +136,12 @@ class Message(models.Model):
     render_context = models.JSONField(default=dict, blank=True)
     fallback_channels = ArrayField(models.CharField(max_length=16), default=list, blank=True)
     fallback_of = models.ForeignKey(
-        "self", on_delete=models.SET_NULL, null=True, blank=True, related_name="fallbacks"
+        "self",
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="fallbacks",
+        db_index=False,
     )
     parent = models.ForeignKey(
         "self",
@@ -135,6 +150,7 @@ class Message(models.Model):
         blank=True,
         related_name="companions",
         help_text="The agent alert this SMS/email companion belongs to.",
+        db_index=False,
     )
     sent_at = models.DateTimeField(null=True, blank=True)
     delivered_at = models.DateTimeField(null=True, blank=True)
@@ -155,11 +171,43 @@ class Message(models.Model):
             ),
         ]
         indexes = [
-            models.Index(fields=["status", "next_attempt_at"], name="message_status_next"),
-            models.Index(fields=["provider", "provider_message_id"], name="message_provider_id"),
+            # The outbox's working set: rows still to send or to look after (the sweep,
+            # the queue gauges, the dead letters). A row that reaches a final status
+            # leaves it, so it stays small however long the table grows.
+            models.Index(
+                fields=["status", "next_attempt_at"],
+                name="message_open_status",
+                condition=Q(status__in=["queued", "sending", "unknown", "dead"]),
+            ),
+            # A send batch's claim: the lowest-id queued rows of one tenant and channel,
+            # read in order without stepping over other tenants' or sent rows.
+            models.Index(
+                fields=["tenant", "channel", "id"],
+                name="message_queued_claim",
+                condition=Q(status="queued"),
+            ),
+            # Provider callbacks find their message by the provider's id, once it has one.
+            models.Index(
+                fields=["provider", "provider_message_id"],
+                name="message_provider_msg",
+                condition=~Q(provider_message_id=""),
+            ),
             models.Index(fields=["lead", "channel", "created_at"], name="message_lead_channel"),
             # Analytics over a period (tracking) read messages by tenant and creation time.
             models.Index(fields=["tenant", "created_at"], name="message_tenant_created"),
+            # Foreign keys held by few rows: deletes of the referenced row find them here.
+            models.Index(fields=["agent"], name="message_agent", condition=Q(agent__isnull=False)),
+            models.Index(
+                fields=["template"], name="message_template", condition=Q(template__isnull=False)
+            ),
+            models.Index(
+                fields=["fallback_of"],
+                name="message_fallback_of",
+                condition=Q(fallback_of__isnull=False),
+            ),
+            models.Index(
+                fields=["parent"], name="message_parent", condition=Q(parent__isnull=False)
+            ),
         ]
 
     def __str__(self) -> str:

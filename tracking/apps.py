@@ -24,6 +24,9 @@ class TrackingConfig(AppConfig):
         notification_signals.message_status_changed.connect(
             receivers.on_message_status_changed, dispatch_uid="trk-msg-status"
         )
+        notification_signals.message_statuses_changed.connect(
+            receivers.on_message_statuses_changed, dispatch_uid="trk-msg-statuses"
+        )
         notification_signals.message_engaged.connect(
             receivers.on_message_engaged, dispatch_uid="trk-msg-engaged"
         )

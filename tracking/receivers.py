@@ -89,8 +89,7 @@ def on_escalation_changed(
     )
 
 
-def on_message_status_changed(
-    sender,
+def _message_status_event(
     *,
     tenant_id,
     message_id,
@@ -102,27 +101,44 @@ def on_message_status_changed(
     reason="",
     metadata=None,
     **kwargs,
-) -> None:
+) -> dict | None:
+    """tracking_event_record's arguments for a message status change, or None when the
+    change is not a lifecycle event (an engagement comes through message_engaged)."""
     if new_status in _ENGAGED_STATUSES:
-        return
+        return None
     kind = f"message_{new_status}"
     if kind not in _VALID_KINDS:
-        return
+        return None
     metadata = metadata or {}
-    tracking_event_record(
-        tenant_id=tenant_id,
-        kind=kind,
-        lead_id=lead_id,
-        intervention_id=metadata.get("intervention_id"),
-        message_id=message_id,
-        channel=channel,
-        data={
+    return {
+        "tenant_id": tenant_id,
+        "kind": kind,
+        "lead_id": lead_id,
+        "intervention_id": metadata.get("intervention_id"),
+        "message_id": message_id,
+        "channel": channel,
+        "data": {
             "previous_status": previous_status,
             "new_status": new_status,
             "reason": reason,
             "agent_id": agent_id,
             "step": metadata.get("step"),
         },
+    }
+
+
+def on_message_status_changed(sender, **kwargs) -> None:
+    event = _message_status_event(**kwargs)
+    if event is not None:
+        tracking_event_record(**event)
+
+
+def on_message_statuses_changed(sender, *, changes, **kwargs) -> None:
+    """A send chunk's status changes: one event each, in one INSERT, in order."""
+    tracking_events_record(
+        events=[
+            event for change in changes if (event := _message_status_event(**change)) is not None
+        ]
     )
 
 

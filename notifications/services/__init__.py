@@ -58,6 +58,9 @@ fallback_of=the first, same metadata and context); status_reason records why.
 Signals (notifications.signals), sent inside the transaction that changes the row:
     message_status_changed(tenant_id, message_id, lead_id, agent_id, channel,
                            previous_status, new_status, reason, metadata)
+    message_statuses_changed(changes): the changes of many rows written by one statement
+                    (message_status_set_many: a send chunk), each a dict of the
+                    arguments above, in order; they are not sent one by one as well.
     message_engaged(tenant_id, message_id, lead_id, kind, metadata, occurred_at),
                     kind in {"opened", "clicked", "replied"}
     recipient_opted_out(tenant_id, lead_id, channel, reason)

@@ -17,7 +17,7 @@ from churnapp.models import Agent, Lead, Tenant
 from notifications.email_content import UNSUBSCRIBE_PLACEHOLDER
 from notifications.models import CHANNEL_QUEUE, Channel, Message, MessageStatus, Template
 from notifications.recipients import recipient_address
-from notifications.signals import message_status_changed
+from notifications.signals import message_status_changed, message_statuses_changed
 from notifications.templating import UnknownVariableError, links_extract, render_html, render_text
 
 PROGRESS = [
@@ -101,18 +101,24 @@ def _status_apply(
     return previous, update
 
 
+def _status_change(*, message: Message, previous: str) -> dict:
+    """message_status_changed's arguments for a row just moved from `previous`."""
+    return {
+        "tenant_id": message.tenant_id,
+        "message_id": message.pk,
+        "lead_id": message.lead_id,
+        "agent_id": message.agent_id,
+        "channel": message.channel,
+        "previous_status": previous,
+        "new_status": message.status,
+        "reason": message.status_reason,
+        "metadata": message.metadata,
+    }
+
+
 def _status_announce(*, message: Message, previous: str) -> None:
     message_status_changed.send(
-        sender=Message,
-        tenant_id=message.tenant_id,
-        message_id=message.pk,
-        lead_id=message.lead_id,
-        agent_id=message.agent_id,
-        channel=message.channel,
-        previous_status=previous,
-        new_status=message.status,
-        reason=message.status_reason,
-        metadata=message.metadata,
+        sender=Message, **_status_change(message=message, previous=previous)
     )
 
 
@@ -172,8 +178,10 @@ def _rows_update_sql(names: tuple[str, ...]) -> tuple[list, str, str, str]:
 
 
 def message_status_set_many(*, changes: Sequence[tuple[Message, str, dict]]) -> None:
-    """message_status_set for many held rows at once: one UPDATE, then the signal for
-    each row in order (receivers' writes join the caller's transaction as above).
+    """message_status_set for many held rows at once: one UPDATE, then one
+    message_statuses_changed with every row's change in order (receivers' writes join
+    the caller's transaction as above, and can be one statement too: a send chunk's
+    lifecycle events were one INSERT per message).
 
     `changes` holds (message, new_status, fields); the reason is cleared by the caller
     through `fields` when it must be."""
@@ -192,8 +200,10 @@ def message_status_set_many(*, changes: Sequence[tuple[Message, str, dict]]) -> 
     # Every row writes every field named for any row: a field another row did not
     # change is written back with the value it already holds (the rows are locked).
     _rows_update(messages=[m for m, _, _ in changes], names=sorted(written))
-    for message, previous in announced:
-        _status_announce(message=message, previous=previous)
+    message_statuses_changed.send(
+        sender=Message,
+        changes=[_status_change(message=m, previous=previous) for m, previous in announced],
+    )
 
 
 @transaction.atomic

@@ -16,7 +16,7 @@ from notifications.models import DeliveryAttempt, Message, MessageStatus
 from notifications.services import message_request
 from notifications.services.messages import messages_enqueue
 from notifications.services.sending import message_send_batch, outbox_sweep
-from notifications.signals import message_status_changed
+from notifications.signals import message_status_changed, message_statuses_changed
 from tests.fakes.http import Answer
 from tests.notifications.conftest import ALL_QUEUES, template_make, twilio_config, wait_for
 from tracking.models import TrackingEvent
@@ -55,23 +55,30 @@ def _posts_by_number(fake) -> Counter:
 
 
 def test_a_batch_sends_each_message_once_with_its_attempt_signal_and_lifecycle_event(
-    tenant, agent, twilio_sms
+    tenant, agent, twilio_sms, settings
 ):
-    # given 23 queued messages (more than two chunks)
+    # given 23 queued messages (more than two chunks of 10)
+    settings.NOTIFICATIONS_SEND_CHUNK_SIZE = 10
     messages = _plan(tenant, agent, 23)
-    seen = []
+    seen, one_by_one = [], []
 
-    def receiver(sender, **kwargs):
-        seen.append((kwargs["message_id"], kwargs["previous_status"], kwargs["new_status"]))
+    def receiver(sender, *, changes, **kwargs):
+        # one signal per chunk, with each message's change
+        seen.append([(c["message_id"], c["previous_status"], c["new_status"]) for c in changes])
 
-    message_status_changed.connect(receiver, weak=False)
+    def single(sender, **kwargs):
+        one_by_one.append(kwargs["message_id"])
+
+    message_statuses_changed.connect(receiver, weak=False)
+    message_status_changed.connect(single, weak=False)
     try:
         # when one batch takes them all
         outcome = message_send_batch(
             tenant_id=tenant.pk, channel="sms", message_ids=[m.pk for m in messages]
         )
     finally:
-        message_status_changed.disconnect(receiver)
+        message_statuses_changed.disconnect(receiver)
+        message_status_changed.disconnect(single)
     # then every one went out once and is on record as sent
     ids = [m.pk for m in messages]
     assert (outcome.claimed, outcome.sent, outcome.later) == (23, 23, [])
@@ -83,7 +90,9 @@ def test_a_batch_sends_each_message_once_with_its_attempt_signal_and_lifecycle_e
     attempts = DeliveryAttempt.objects.filter(message_id__in=ids)
     assert sorted(a.message_id for a in attempts) == ids
     assert {(a.number, a.outcome) for a in attempts} == {(1, "sent")}
-    assert sorted(seen) == [(pk, "sending", "sent") for pk in ids]
+    assert [len(chunk) for chunk in seen] == [10, 10, 3]
+    assert sorted(c for chunk in seen for c in chunk) == [(pk, "sending", "sent") for pk in ids]
+    assert one_by_one == []
     events = TrackingEvent.objects.filter(kind="message_sent", message_id__in=ids)
     assert sorted(e.message_id for e in events) == ids
     # and a second batch over the same ids does nothing
