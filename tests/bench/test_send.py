@@ -167,7 +167,16 @@ class CpuMeter:
 
 
 def _settled(ids: list[int]) -> int:
-    return Message.objects.filter(id__in=ids).exclude(status__in=["queued", "sending"]).count()
+    # By the ids' range, not an IN list of them: the run's outbox is one bulk insert,
+    # and compiling a 5,000-id IN list cost this process 45 ms of CPU a poll (28 polls a
+    # run, a tenth of the machine, charged to the fake).
+    first, last = min(ids), max(ids)
+    assert last - first + 1 == len(ids), "the outbox's ids are not one contiguous range"
+    return (
+        Message.objects.filter(id__range=(first, last))
+        .exclude(status__in=["queued", "sending"])
+        .count()
+    )
 
 
 def _wait_settled(ids: list[int], timeout: float) -> None:
