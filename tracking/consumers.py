@@ -257,6 +257,14 @@ class TrackingConsumer(AsyncJsonWebsocketConsumer):
             self.last_forwarded = max(self.last_forwarded, int(message.get("event_id") or 0))
             await self.base_send({"type": "websocket.send", "text": text})
             return
+        texts = message.get("texts")
+        if isinstance(texts, list):
+            # Several events committed together (tracking.events._merged), in order: a
+            # frame each, as if they had come one by one.
+            for text in texts:
+                await self.base_send({"type": "websocket.send", "text": text})
+            self.last_forwarded = max(self.last_forwarded, int(message.get("event_id") or 0))
+            return
         payload = message.get("event")
         if isinstance(payload, dict):
             # The older message shape (a publisher of the previous release during a

@@ -12,7 +12,7 @@ from django.contrib.auth.models import User
 from churnapp.factories import AgentFactory
 from churnapp.models import AgentRole
 from config.asgi import application
-from tracking.events import event_payload, tracking_event_record
+from tracking.events import event_payload, tracking_event_record, tracking_events_record
 from tracking.models import TrackingEvent
 
 
@@ -79,5 +79,29 @@ def test_the_frame_is_the_events_wire_json_unchanged(transactional_db, client, t
         stored = TrackingEvent.objects.get(pk=event.id)
         assert frame == json.dumps(event_payload(stored))
         assert json.loads(frame)["data"] == {"n": 2}
+    finally:
+        loop_thread.run(ws.disconnect())
+
+
+def test_events_committed_together_arrive_as_a_frame_each_in_order(
+    transactional_db, client, tenant, loop_thread
+):
+    """A send chunk's events are published as one group message (tracking.events
+    _merged); a page still receives one frame per event, in the order written."""
+    ws = _communicator(_session_of(client, tenant))
+    assert loop_thread.run(ws.connect())[0]
+    try:
+        # when three events commit in one statement
+        written = tracking_events_record(
+            events=[
+                {"tenant_id": tenant.id, "kind": "message_sent", "channel": "sms", "data": {"n": n}}
+                for n in range(3)
+            ]
+        )
+        # then each is a frame of its own, in order, with its stored payload
+        frames = [loop_thread.run(ws.receive_from(timeout=5)) for _ in written]
+        stored = TrackingEvent.objects.filter(pk__in=[e.id for e in written]).order_by("id")
+        assert frames == [json.dumps(event_payload(e)) for e in stored]
+        assert [json.loads(f)["data"]["n"] for f in frames] == [0, 1, 2]
     finally:
         loop_thread.run(ws.disconnect())

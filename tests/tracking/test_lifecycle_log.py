@@ -23,7 +23,7 @@ from notifications.models import Message
 from notifications.realtime import tenant_group
 from notifications.services.callbacks import message_engagement_record
 from notifications.services.messages import message_status_record
-from tracking.events import event_payload, tracking_event_record
+from tracking.events import event_payload, tracking_event_record, tracking_events_record
 from tracking.models import TrackingEvent
 
 
@@ -162,6 +162,31 @@ def test_the_broadcast_reaches_the_tenant_group_only_after_commit(
             raise RuntimeError("rolled back")
         assert loop_thread.receive(layer, member, 0.5) is None
         assert not TrackingEvent.objects.filter(kind="outcome_recorded").exists()
+    finally:
+        loop_thread.run(layer.group_discard(tenant_group(tenant.id), member))
+
+
+def test_events_committed_together_go_to_the_group_as_one_message_in_order(
+    transactional_db, tenant, loop_thread
+):
+    # given a member of the tenant's group
+    layer = get_channel_layer()
+    member = loop_thread.run(layer.new_channel())
+    loop_thread.run(layer.group_add(tenant_group(tenant.id), member))
+    try:
+        # when three events are written by one statement and committed
+        with transaction.atomic():
+            written = tracking_events_record(
+                events=[
+                    {"tenant_id": tenant.id, "kind": "message_sent", "data": {"n": n}}
+                    for n in range(3)
+                ]
+            )
+        # then one group message carries their texts in order, with the last id
+        got = loop_thread.receive(layer, member, 5)
+        assert got["type"] == "tracking.event" and got["event_id"] == written[-1].id
+        assert [json.loads(text)["id"] for text in got["texts"]] == [e.id for e in written]
+        assert loop_thread.receive(layer, member, 0.5) is None
     finally:
         loop_thread.run(layer.group_discard(tenant_group(tenant.id), member))
 
