@@ -180,13 +180,24 @@ class Intervention(models.Model):
     """One stage of one episode for one lead. An episode runs stage 1 -> 2 -> 3 while the
     lead stays silent; treated and held-out leads both get rows, only treated get sends."""
 
-    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="interventions")
-    lead = models.ForeignKey(Lead, on_delete=models.CASCADE, related_name="interventions")
+    # No single-column tenant or lead index: the composite indexes below lead with them,
+    # and every status move (not a HOT update: the status is indexed) writes each index.
+    tenant = models.ForeignKey(
+        Tenant, on_delete=models.CASCADE, related_name="interventions", db_index=False
+    )
+    lead = models.ForeignKey(
+        Lead, on_delete=models.CASCADE, related_name="interventions", db_index=False
+    )
     episode = models.PositiveIntegerField()
     stage = models.PositiveSmallIntegerField(choices=Stage.choices)
     policy = models.ForeignKey(InterventionPolicy, on_delete=models.PROTECT, related_name="+")
     variant = models.ForeignKey(
-        MessageVariant, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+        MessageVariant,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+        db_index=False,
     )
     is_holdout = models.BooleanField()
     status = models.CharField(
@@ -223,6 +234,10 @@ class Intervention(models.Model):
             models.Index(fields=["tenant", "planned_at"], name="interv_tenant_time"),
             # Analytics (tracking) read the interventions resolved in a period.
             models.Index(fields=["tenant", "resolved_at"], name="interv_tenant_resolved"),
+            # Only experiments' interventions have a variant: its deletes look here.
+            models.Index(
+                fields=["variant"], name="interv_variant", condition=Q(variant__isnull=False)
+            ),
         ]
 
     def __str__(self) -> str:

@@ -39,7 +39,9 @@ class TrackingEvent(models.Model):
     """One transition, appended in the transaction that made it; the id is the cursor."""
 
     id = models.BigAutoField(primary_key=True)
-    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="+")
+    # No single-column tenant index: trk_event_tenant_id (tenant, id) leads with it, and
+    # every lifecycle event (several per message) writes each index.
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="+", db_index=False)
     # Plain ids, not foreign keys: the log outlives and never locks the rows it describes.
     lead_id = models.BigIntegerField(null=True, blank=True)
     intervention_id = models.BigIntegerField(null=True, blank=True)
