@@ -4,6 +4,7 @@ once, failures settled one by one, a crash mid-batch left to the sweeper."""
 from __future__ import annotations
 
 import datetime as dt
+import threading
 import uuid
 from collections import Counter
 
@@ -13,7 +14,7 @@ from django.utils import timezone
 from churnapp.factories import LeadFactory
 from notifications.backends.twilio import TwilioSmsBackend
 from notifications.models import DeliveryAttempt, Message, MessageStatus
-from notifications.services import message_request
+from notifications.services import message_request, message_status_record
 from notifications.services.messages import messages_enqueue
 from notifications.services.sending import message_send_batch, outbox_sweep
 from notifications.signals import message_status_changed, message_statuses_changed
@@ -137,6 +138,47 @@ def test_one_failing_message_does_not_affect_the_others_in_its_batch(
     ] == ["transient", "sent", "sent", "suppressed", "sent"]
     # the suppressed ones fell back to email, as single sends do
     assert Message.objects.filter(fallback_of__in=[messages[3], messages[5]]).count() == 2
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_callback_during_the_chunk_is_kept_and_its_message_not_settled_again(
+    tenant, agent, twilio_sms, monkeypatch
+):
+    # given 4 queued messages, and a provider whose delivery report for the second one
+    # commits (on its own connection) while the chunk is still calling for the others
+    messages = _plan(tenant, agent, 4)
+    early = messages[1]
+    send = TwilioSmsBackend.send
+
+    def send_then_report(self, message):
+        result = send(self, message)
+        if message.pk == early.pk:
+            thread = threading.Thread(target=_report_delivered, args=(early.pk,))
+            thread.start()
+            thread.join()
+        return result
+
+    monkeypatch.setattr(TwilioSmsBackend, "send", send_then_report)
+    # when one batch sends them all
+    outcome = message_send_batch(tenant_id=tenant.pk, channel="sms")
+    # then the report stands (not moved back to sent, nor counted as settled here), with
+    # the provider's id kept and its attempt on record; the others are sent
+    assert (outcome.claimed, outcome.sent, outcome.done) == (4, 3, 4)
+    rows = {m.pk: m for m in Message.objects.filter(pk__in=[m.pk for m in messages])}
+    assert rows[early.pk].status == MessageStatus.DELIVERED
+    assert rows[early.pk].provider_message_id.startswith("SM")
+    assert rows[early.pk].claim_token is None
+    assert {rows[m.pk].status for m in messages if m.pk != early.pk} == {MessageStatus.SENT}
+    assert DeliveryAttempt.objects.filter(message_id=early.pk).count() == 1
+
+
+def _report_delivered(message_id: int) -> None:
+    from django.db import connection
+
+    try:
+        assert message_status_record(message_id=message_id, new_status="delivered")
+    finally:
+        connection.close()
 
 
 def test_a_batch_claims_only_its_tenants_due_queued_messages(
