@@ -213,10 +213,8 @@ class _Publisher:
                     "tracking broadcast of events %s failed", [m["event_id"] for m, _ in entries]
                 )
 
-    def publish(self, group: str, message: dict) -> None:
-        self.publish_many([(group, message)])
-
     def publish_many(self, items: list[tuple[str, dict]]) -> None:
+        """Queue (group, message) pairs in one hop to the loop, in order."""
         now = timezone.now()
         self.loop.call_soon_threadsafe(
             self._put_many, [(group, message, now) for group, message in items]
@@ -279,7 +277,7 @@ def _merged(messages: list[dict]) -> dict:
     return {
         "type": BROADCAST_TYPE,
         "event_id": max(m["event_id"] for m in messages),
-        "texts": [text for m in messages for text in m.get("texts") or [m["text"]]],
+        "texts": [m["text"] for m in messages],
     }
 
 
@@ -294,7 +292,7 @@ def tracking_event_send_rollback_unsafe(*, tenant_id: int, payload: dict) -> Non
     """Publish now, whatever becomes of the current transaction. Use the on_commit form:
     this one may announce an event that then rolls back. Returns once the event is handed
     to this process's publisher thread, which sends events in the order given."""
-    _get_publisher().publish(tenant_group(tenant_id), broadcast_message(payload))
+    _publish_many([(tenant_id, payload)])
 
 
 def tracking_event_send_on_commit(*, tenant_id: int, payload: dict) -> None:

@@ -586,9 +586,13 @@ def _resolve(intervention: Intervention, outcome: str, reason: str, now: dt.date
     intervention.resolved_at = now
     intervention.save(update_fields=["status", "outcome", "outcome_reason", "resolved_at"])
     for step in intervention.steps.filter(status=StepStatus.REQUESTED).select_related("message"):
-        # Checked under the message's lock: a send worker may have claimed it since this
-        # read; then it goes on and its step settles from the send as usual.
-        if step.message is not None and message_withdraw(message=step.message):
+        # Queued when read, and checked again under the message's lock: a send worker may
+        # have claimed it since; then it goes on and its step settles from the send.
+        if (
+            step.message is not None
+            and step.message.status == MessageStatus.QUEUED
+            and message_withdraw(message=step.message)
+        ):
             step.status = StepStatus.CANCELLED
             step.save(update_fields=["status"])
     if intervention.variant_id is not None and outcome != Outcome.CANCELLED:
