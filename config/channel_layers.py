@@ -13,8 +13,10 @@ from __future__ import annotations
 import asyncio
 import logging
 
+import redis
+import redis.sentinel
 from channels_redis import pubsub
-from channels_redis.utils import _wrap_close
+from channels_redis.utils import _consistent_hash, _wrap_close, decode_hosts
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +54,26 @@ class RedisPubSubChannelLayer(pubsub.RedisPubSubChannelLayer):
     def __init__(self, *args, capacity: int = 1000, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.capacity = capacity
+        self._blocking_clients: list[redis.Redis] | None = None
+
+    def group_send_blocking(self, group: str, message: dict) -> None:
+        """`group_send` for synchronous code, with no event loop: one PUBLISH on a
+        redis-py connection (thread-safe pool, reset after a fork), to the same Redis
+        channel the async layer publishes to and its subscribers read.
+
+        `async_to_sync(group_send)` starts an event loop thread and a redis.asyncio
+        connection per call, and a loop kept on a thread of its own still wakes it for
+        each event; this is one round trip on the calling thread. Raises redis-py's
+        errors (RedisError, or ConnectionError / TimeoutError) as they come."""
+        kwargs = self._kwargs
+        channel = f"{kwargs.get('prefix', 'asgi')}__group__{group}"
+        clients = self._blocking_clients
+        if clients is None:
+            hosts = kwargs.get("hosts", self._args[0] if self._args else None)
+            clients = self._blocking_clients = [
+                _blocking_client(host) for host in decode_hosts(hosts)
+            ]
+        clients[_consistent_hash(channel, len(clients))].publish(channel, self.serialize(message))
 
     def _get_layer(self) -> _BoundedLoopLayer:
         # As the parent's, with the bounded per-loop layer.
@@ -65,3 +87,17 @@ class RedisPubSubChannelLayer(pubsub.RedisPubSubChannelLayer):
             self._layers[loop] = layer
             _wrap_close(self, loop)
             return layer
+
+
+def _blocking_client(host: dict) -> redis.Redis:
+    """A redis-py client for one of the layer's hosts, as channels-redis reads them."""
+    host = dict(host)
+    if "address" in host:
+        return redis.Redis.from_url(host.pop("address"), **host)
+    if "master_name" in host:
+        master_name = host.pop("master_name")
+        sentinel = redis.sentinel.Sentinel(
+            host.pop("sentinels"), sentinel_kwargs=host.pop("sentinel_kwargs", None)
+        )
+        return sentinel.master_for(master_name, **host)
+    return redis.Redis(**host)

@@ -1,5 +1,6 @@
 """Groups over the real Redis channel layer configured in settings."""
 
+import asyncio
 import uuid
 
 from asgiref.sync import async_to_sync
@@ -35,3 +36,24 @@ def test_group_send_reaches_members_through_redis():
 
     assert first == {"type": "tracking.event", "n": 1}
     assert second == {"type": "tracking.event", "n": 3}
+
+
+def test_group_send_blocking_reaches_members_of_the_async_layer():
+    """The sync publish (no event loop: the broadcast thread, agent alerts) goes to the
+    same Redis channel the async layer's members read, serialized as theirs."""
+    sender = get_channel_layer()
+    receiver = RedisPubSubChannelLayer(**settings.CHANNEL_LAYERS["default"]["CONFIG"])
+    group = f"tenant-test-{uuid.uuid4().hex}"
+    other = f"tenant-test-{uuid.uuid4().hex}"
+
+    async def scenario() -> dict:
+        member = await receiver.new_channel()
+        await receiver.group_add(group, member)
+        # From a thread with no loop, as the publisher calls it.
+        await asyncio.to_thread(sender.group_send_blocking, other, {"type": "x", "n": 0})
+        await asyncio.to_thread(
+            sender.group_send_blocking, group, {"type": "tracking.event", "texts": ["a", "b"]}
+        )
+        return await asyncio.wait_for(receiver.receive(member), 5)
+
+    assert async_to_sync(scenario)() == {"type": "tracking.event", "texts": ["a", "b"]}

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
 import atexit
 import datetime as dt
 import json
 import logging
 import os
+import queue
 import threading
+import time
 
+from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import connection, transaction
@@ -157,42 +159,41 @@ def tracking_events_record(*, events: list[dict]) -> list[TrackingEvent]:
 
 
 class _Publisher:
-    """One thread per process with its own event loop, publishing broadcasts in order.
+    """One thread per process publishing broadcasts in order, on a connection it keeps.
 
     `async_to_sync(group_send)` from a worker or request thread starts a thread, a loop
     and a Redis connection for every call; committing work that announces three events
     paid that three times before its next step (the send task's enqueue) ran. Here the
-    committing thread only hands the event over; the loop keeps its connection."""
+    committing thread only puts the event on a queue. The thread is plain: it publishes
+    with the layer's `group_send_blocking` (config.channel_layers), one PUBLISH per
+    group's waiting events. An event loop on this thread cost each event a wake-up
+    through the loop's self-pipe and redis.asyncio's machinery, CPU the next request
+    of a web process waited for (docs/benchmarks/tracking-write.md, session 8)."""
 
     def __init__(self) -> None:
         self.pid = os.getpid()
-        self.loop = asyncio.new_event_loop()
-        self._ready = threading.Event()
+        self.queue: queue.Queue = queue.Queue()
         self.thread = threading.Thread(target=self._run, name="tracking-broadcast", daemon=True)
         self.thread.start()
-        self._ready.wait()
 
     def _run(self) -> None:
-        asyncio.set_event_loop(self.loop)
-        self.queue: asyncio.Queue = asyncio.Queue()
-        self._ready.set()
-        self.loop.run_until_complete(self._drain())
-
-    async def _drain(self) -> None:
         while True:
-            items = [await self.queue.get()]
+            items = [self.queue.get()]
             # Whatever else is already waiting goes along: a send chunk commits fifty
             # events at once, and one PUBLISH per event was a fifth of a send worker's
             # CPU. Each group's events stay in order, in one group message.
-            while len(items) < BROADCAST_BATCH and not self.queue.empty():
-                items.append(self.queue.get_nowait())
+            while len(items) < BROADCAST_BATCH:
+                try:
+                    items.append(self.queue.get_nowait())
+                except queue.Empty:
+                    break
             try:
-                await self._send(items)
+                self._send(items)
             finally:
                 for _ in items:
                     self.queue.task_done()
 
-    async def _send(self, items: list[tuple[str, dict, dt.datetime]]) -> None:
+    def _send(self, items: list[tuple[str, dict, dt.datetime]]) -> None:
         by_group: dict[str, list[tuple[dict, dt.datetime]]] = {}
         for group, message, handed_at in items:
             by_group.setdefault(group, []).append((message, handed_at))
@@ -200,7 +201,11 @@ class _Publisher:
             try:
                 layer = get_channel_layer()
                 if layer is not None:
-                    await layer.group_send(group, _merged([m for m, _ in entries]))
+                    merged = _merged([m for m, _ in entries])
+                    if hasattr(layer, "group_send_blocking"):
+                        layer.group_send_blocking(group, merged)
+                    else:  # another layer backend (settings may name any)
+                        async_to_sync(layer.group_send)(group, merged)
                     # committed (handed over here) -> published: what the live
                     # dashboard's events wait for in this process, the metric's
                     # "dashboard" stream.
@@ -214,19 +219,20 @@ class _Publisher:
                 )
 
     def publish_many(self, items: list[tuple[str, dict]]) -> None:
-        """Queue (group, message) pairs in one hop to the loop, in order."""
+        """Queue (group, message) pairs, in order."""
         now = timezone.now()
-        self.loop.call_soon_threadsafe(
-            self._put_many, [(group, message, now) for group, message in items]
-        )
-
-    def _put_many(self, items: list[tuple[str, dict, dt.datetime]]) -> None:
-        for item in items:
-            self.queue.put_nowait(item)
+        for group, message in items:
+            self.queue.put((group, message, now))
 
     def flush(self, timeout: float = 5.0) -> None:
-        """Wait until every event handed over so far is published."""
-        asyncio.run_coroutine_threadsafe(self.queue.join(), self.loop).result(timeout)
+        """Wait until every event handed over so far is published (or `timeout`)."""
+        deadline = time.monotonic() + timeout
+        with self.queue.all_tasks_done:
+            while self.queue.unfinished_tasks:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError("tracking broadcasts not published in time")
+                self.queue.all_tasks_done.wait(left)
 
 
 _publisher: _Publisher | None = None

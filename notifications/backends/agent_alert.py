@@ -36,7 +36,10 @@ class ChannelLayerAlertBackend(BaseBackend):
             "created_at": message.created_at.isoformat(),
         }
         try:
-            async_to_sync(layer.group_send)(agent_group(message.agent_id), event)
+            if hasattr(layer, "group_send_blocking"):  # one PUBLISH, no event loop
+                layer.group_send_blocking(agent_group(message.agent_id), event)
+            else:
+                async_to_sync(layer.group_send)(agent_group(message.agent_id), event)
         except ChannelFull as exc:
             raise TransientError("the agent's channel is full") from exc
         except (ConnectionError, OSError, RedisError) as exc:
