@@ -17,6 +17,7 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.db import connection, transaction
 from django.utils import timezone
 
+from config.prepared import execute_prepared
 from notifications.metrics import broadcast_lag_observe
 from notifications.realtime import tenant_group
 from tracking.models import TrackingEvent
@@ -42,6 +43,13 @@ def event_payload(event: TrackingEvent) -> dict:
         "data": event.data,
         "occurred_at": event.occurred_at.isoformat(),
     }
+
+
+_EVENT_INSERT = (
+    f"INSERT INTO {TrackingEvent._meta.db_table} (tenant_id, lead_id, intervention_id,"
+    " message_id, escalation_id, kind, stage, channel, data, occurred_at)"
+    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb, %s) RETURNING id"
+)
 
 
 def tracking_event_record(
@@ -72,14 +80,14 @@ def tracking_event_record(
         data=json.loads(text),
         occurred_at=occurred_at or timezone.now(),
     )
-    # Plain SQL: every status change and engagement appends one, in the transaction of
-    # a callback or a send; the ORM's create compiled its INSERT anew each time. No
+    # Plain SQL, prepared (config.prepared): every status change and engagement appends
+    # one, in the transaction of a callback or a send; the ORM's create compiled its
+    # INSERT anew each time. No
     # post_save is sent, and nothing listens to one for this model.
     with connection.cursor() as cursor:
-        cursor.execute(
-            f"INSERT INTO {TrackingEvent._meta.db_table} (tenant_id, lead_id, intervention_id,"
-            " message_id, escalation_id, kind, stage, channel, data, occurred_at)"
-            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb, %s) RETURNING id",
+        execute_prepared(
+            cursor,
+            [("churn_tracking_event_insert", _EVENT_INSERT)],
             [
                 tenant_id,
                 lead_id,

@@ -18,6 +18,7 @@ from churnapp.services.intervention_history import (
     lead_intervention_record,
     lead_intervention_records,
 )
+from config.prepared import execute_prepared
 from interventions.clock import quiet_hours_release, zone
 from interventions.models import (
     OPEN_STATUSES,
@@ -741,8 +742,9 @@ def _engage_by_id(intervention_id: int, now: dt.datetime, reason: str) -> None:
     save were a third of that request. An intervention already engaged or resolved, or
     no longer there, matches no row and nothing is emitted, as before."""
     with connection.cursor() as cursor:
-        cursor.execute(
-            _ENGAGE_BY_ID,
+        execute_prepared(
+            cursor,
+            [("churn_intervention_engage", _ENGAGE_BY_ID)],
             {
                 "id": intervention_id,
                 "now": now,

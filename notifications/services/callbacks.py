@@ -15,6 +15,7 @@ from django.utils.dateparse import parse_datetime
 
 from churnapp.models import ActivityKind, Lead, Tenant
 from churnapp.services.activities import activity_record
+from config.prepared import execute_prepared
 from notifications.backends.twilio import OPT_OUT_ERRORS
 from notifications.backends.twilio import STATUS_MAP as TWILIO_STATUS_MAP
 from notifications.models import (
@@ -143,10 +144,11 @@ def _lock_and_store_sql() -> str:
         f"m.{connection.ops.quote_name(f.column)}" for f in Message._meta.concrete_fields
     )
     return f"""
-        WITH m AS (SELECT * FROM {Message._meta.db_table} WHERE id = %s FOR UPDATE),
+        WITH m AS (SELECT * FROM {Message._meta.db_table} WHERE id = %s::bigint FOR UPDATE),
         ev AS (
             {_EVENT_INSERT}
-            SELECT m.tenant_id, m.id, %s, %s, %s, %s, %s, %s::jsonb, %s FROM m {_EVENT_ONCE}
+            SELECT m.tenant_id, m.id, %s::text, %s::text, %s::text, %s::text,
+                   %s::timestamptz, %s::jsonb, %s::timestamptz FROM m {_EVENT_ONCE}
         )
         SELECT {columns}, EXISTS (SELECT 1 FROM ev) FROM m
     """
@@ -180,7 +182,8 @@ def _message_lock_and_store(
         ),
     ]
     with connection.cursor() as cursor:
-        cursor.execute(_lock_and_store_sql(), params)
+        # A prepared statement (config.prepared): parsed and planned once per connection.
+        execute_prepared(cursor, [("churn_message_lock_store", _lock_and_store_sql())], params)
         row = cursor.fetchone()
     if row is None:
         raise Message.DoesNotExist(f"no message {message_id}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import hashlib
 import json
 from collections.abc import Sequence
 
@@ -14,6 +15,7 @@ from django.utils import timezone
 
 from churnapp.exceptions import ApplicationError, ConflictError
 from churnapp.models import Agent, Lead, Tenant
+from config.prepared import execute_prepared
 from notifications.email_content import UNSUBSCRIBE_PLACEHOLDER
 from notifications.models import CHANNEL_QUEUE, Channel, Message, MessageStatus, Template
 from notifications.recipients import recipient_address
@@ -152,17 +154,22 @@ def message_status_set(
 def _rows_update(*, messages: list[Message], names: list[str]) -> None:
     """One UPDATE ... FROM (VALUES ...) writing `names` of each instance to its row
     (bulk_update's CASE per field and row costs more to build than the rows to write)."""
-    fields, head, row, tail = _rows_update_sql(tuple(names))
+    fields, head, row, tail, name = _rows_update_sql(tuple(names))
     params: list = []
     for message in messages:
         params.append(message.pk)
         params += [f.get_db_prep_save(getattr(message, f.attname), connection) for f in fields]
     with connection.cursor() as cursor:
-        cursor.execute(head + ", ".join([row] * len(messages)) + tail, params)
+        if len(messages) == 1:
+            # A callback's one message: a prepared statement per field list (a handful
+            # recur), parsed and planned once per connection (config.prepared).
+            execute_prepared(cursor, [(name, head + row + tail)], params)
+        else:
+            cursor.execute(head + ", ".join([row] * len(messages)) + tail, params)
 
 
 @functools.cache
-def _rows_update_sql(names: tuple[str, ...]) -> tuple[list, str, str, str]:
+def _rows_update_sql(names: tuple[str, ...]) -> tuple[list, str, str, str, str]:
     """The fields and the SQL around the VALUES rows of _rows_update, per field list: a
     handful of lists recur (each status write names the same few), and building it
     (db_type, quoting) was a tenth of an open pixel's status write."""
@@ -174,7 +181,8 @@ def _rows_update_sql(names: tuple[str, ...]) -> tuple[list, str, str, str]:
         f"UPDATE {table} AS m SET " + ", ".join(f"{c} = v.{c}" for c in columns) + " FROM (VALUES "
     )
     tail = f") AS v(id, {', '.join(columns)}) WHERE m.id = v.id"
-    return fields, head, f"(%s::bigint, {casts})", tail
+    name = "churn_message_update_" + hashlib.sha1(",".join(names).encode()).hexdigest()[:12]
+    return fields, head, f"(%s::bigint, {casts})", tail, name
 
 
 def message_status_set_many(*, changes: Sequence[tuple[Message, str, dict]]) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import time
 
 import pytest
@@ -14,6 +15,7 @@ from churnapp.models import LeadActivity
 from notifications.email_content import click_url, open_pixel_url, unsubscribe_url
 from notifications.models import Message, MessageEvent, MessageStatus, Suppression
 from notifications.services import message_request
+from notifications.services.callbacks import _lock_and_store_sql
 from notifications.services.sending import message_send
 from notifications.signals import message_engaged, recipient_opted_out
 from tests.fakes.inapp import sign
@@ -373,7 +375,10 @@ def test_open_pixel_locks_the_message_without_reading_it_first(
         assert Client().get(path).status_code == 200
     sqls = [q["sql"] for q in captured.captured_queries]
     assert sqls[0].startswith("SAVEPOINT")  # the service's transaction, in the test's
-    assert "FOR UPDATE" in sqls[1] and "INTO notifications_messageevent" in sqls[1]
+    # one prepared statement (prepared on the connection's first open, then executed)
+    assert re.match(r"(PREPARE|EXECUTE) churn_message_lock_store\b", sqls[1])
+    lock_and_store = _lock_and_store_sql()
+    assert "FOR UPDATE" in lock_and_store and "INTO notifications_messageevent" in lock_and_store
     # a repeated open: the transaction and the one statement that finds it stored
     with django_assert_max_num_queries(3):
         assert Client().get(path).status_code == 200
