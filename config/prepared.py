@@ -78,12 +78,16 @@ def execute_prepared(
     cursor,
     statements: Sequence[tuple[str, str]],
     params: Mapping[str, object] | Sequence[object] = (),
+    *,
+    prepare: bool = True,
 ) -> None:
     """Run `statements` ((name, sql) pairs) in order, in one round trip, as prepared
-    statements of this connection (plain text when DATABASE_SERVER_PREPARE is off).
-    Each name must always come with the same SQL."""
+    statements of this connection (plain text when DATABASE_SERVER_PREPARE is off, or
+    `prepare` is false: a caller's large batch, whose planning is a small part of its
+    work and whose custom plan may differ from the generic plan small batches settle
+    on). Each name must always come with the same SQL."""
     compiled = [_compiled(name, sql) for name, sql in statements]
-    if not getattr(settings, "DATABASE_SERVER_PREPARE", True):
+    if not prepare or not getattr(settings, "DATABASE_SERVER_PREPARE", True):
         cursor.execute(";\n".join(c[2] for c in compiled), params)
         return
     connection = cursor.db

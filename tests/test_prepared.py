@@ -71,3 +71,11 @@ def test_off_runs_the_statements_as_plain_sql(django_assert_num_queries, setting
         execute_prepared(cursor, [("t_plain", "SELECT %s::int * 2")], [21])
         assert cursor.fetchone() == (42,)
     assert captured.captured_queries[0]["sql"] == "SELECT 21::int * 2"
+
+
+def test_a_caller_may_run_a_statement_unprepared(django_assert_num_queries, settings):
+    settings.DATABASE_SERVER_PREPARE = True
+    with django_assert_num_queries(1) as captured, connection.cursor() as cursor:
+        execute_prepared(cursor, [("t_big", "SELECT %s::int * 2")], [4], prepare=False)
+        assert cursor.fetchone() == (8,)
+    assert captured.captured_queries[0]["sql"] == "SELECT 4::int * 2"

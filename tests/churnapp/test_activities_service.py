@@ -9,7 +9,7 @@ from django.utils import timezone
 from churnapp.exceptions import ApplicationError
 from churnapp.factories import LeadFactory
 from churnapp.models import LeadActivity, LeadStatus
-from churnapp.services.activities import ActivityInput, activities_ingest
+from churnapp.services.activities import PREPARED_BATCH_MAX, ActivityInput, activities_ingest
 from churnapp.signals import activity_ingested
 
 
@@ -164,3 +164,23 @@ def test_values_json_cannot_carry_are_stored_too(tenant):
     stored = dict(LeadActivity.objects.filter(lead=lead).values_list("source_event_id", "value"))
     assert math.isnan(stored["n-1"])
     assert (stored["n-2"], stored["n-3"]) == (float("inf"), float("-inf"))
+
+
+def test_small_batches_run_prepared_and_large_ones_as_planned_sql(
+    tenant, settings, django_assert_max_num_queries
+):
+    # the prepared statements give the same result as the plain SQL (the tests above
+    # run both ways too: the first batch of a connection prepares)
+    settings.DATABASE_SERVER_PREPARE = True
+    lead = LeadFactory(tenant=tenant)
+    small = [_item(lead, n) for n in range(PREPARED_BATCH_MAX)]
+    large = [_item(lead, n) for n in range(PREPARED_BATCH_MAX, 2 * PREPARED_BATCH_MAX + 1)]
+    with django_assert_max_num_queries(10) as captured:
+        activities_ingest(tenant=tenant, items=small)
+    assert any(q["sql"].startswith("EXECUTE churn_activities_lock(") for q in captured)
+    with django_assert_max_num_queries(10) as captured:
+        activities_ingest(tenant=tenant, items=large)
+    assert not any("churn_activities" in q["sql"] for q in captured)
+    assert LeadActivity.objects.filter(lead=lead).count() == 2 * PREPARED_BATCH_MAX + 1
+    lead.refresh_from_db()
+    assert lead.last_inbound_at == max(i.occurred_at for i in small + large)
