@@ -137,6 +137,14 @@ def _engage(message: Message, kind: str, occurred_at: dt.datetime) -> None:
 
 
 @functools.cache
+def _converted_fields() -> tuple[tuple[int, object], ...]:
+    """(position, field) of the message's concrete fields that convert database values."""
+    return tuple(
+        (k, f) for k, f in enumerate(Message._meta.concrete_fields) if hasattr(f, "from_db_value")
+    )
+
+
+@functools.cache
 def _lock_and_store_sql() -> str:
     """_message_lock_and_store's statement: every concrete column of the locked message
     in field order, then whether the event was new (built once, not on every open)."""
@@ -169,7 +177,6 @@ def _message_lock_and_store(
     An engagement callback's first two steps as one round trip of plain SQL: the ORM's
     lock compiled the message's forty-odd columns every call (a quarter of an open
     pixel's time), and event_store was a second round trip."""
-    fields = Message._meta.concrete_fields
     params = [
         message_id,
         *_event_values(
@@ -189,10 +196,9 @@ def _message_lock_and_store(
         raise Message.DoesNotExist(f"no message {message_id}")
     # Every concrete field in order, so from_db takes its positional fast path; only the
     # JSON fields need their converter (a RawQuerySet resolved both anew on every call).
-    values = [
-        f.from_db_value(value, None, connection) if hasattr(f, "from_db_value") else value
-        for f, value in zip(fields, row, strict=False)
-    ]
+    values = list(row[:-1])
+    for k, field in _converted_fields():
+        values[k] = field.from_db_value(values[k], None, connection)
     return Message.from_db(connection.alias, None, values), row[-1]
 
 
