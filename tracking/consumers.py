@@ -10,6 +10,7 @@ import time
 from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from channels.sessions import InstanceSessionWrapper
 from django.conf import settings
 from django.db.models import Max
 from django.utils import timezone
@@ -172,6 +173,18 @@ async def _fanout_leave(consumer: TrackingConsumer) -> None:
         await fanout.stop()
 
 
+def _frame_send(send):
+    """The ASGI send under channels' session wrapper, for websocket.send frames.
+
+    The wrapper (AuthMiddlewareStack's SessionMiddleware) saves a session only on an
+    http.response.start; for every frame it still reads the lazy session twice to decide
+    not to. Per socket and event that was about a tenth of the web process's samples in
+    a 200-socket fan-out (py-spy, docs/benchmarks/results.md, broadcast)."""
+    while isinstance(getattr(send, "__self__", None), InstanceSessionWrapper):
+        send = send.__self__.real_send
+    return send
+
+
 class TrackingConsumer(AsyncJsonWebsocketConsumer):
     """Forwards the tenant's lifecycle events and the agent's own alerts to one page.
 
@@ -190,6 +203,7 @@ class TrackingConsumer(AsyncJsonWebsocketConsumer):
     agent_id: int | None = None
     last_forwarded = 0
     expected = 0
+    frame_send = None
 
     async def connect(self) -> None:
         user = self.scope.get("user")
@@ -205,6 +219,7 @@ class TrackingConsumer(AsyncJsonWebsocketConsumer):
         self.joined = [agent_group(self.agent_id)]
         await self.channel_layer.group_add(self.joined[0], self.channel_name)
         await self.accept()
+        self.frame_send = _frame_send(self.base_send)
         await _fanout_join(self)
         # Fresh, not the shared value: an event that was broadcast before the fan-out
         # joined must be at or below `latest`. Everything up to it the page fetches
@@ -255,14 +270,15 @@ class TrackingConsumer(AsyncJsonWebsocketConsumer):
             # tracking.events.broadcast_message: the event's wire text, serialized once by
             # the publisher for every socket; forwarded unchanged.
             self.last_forwarded = max(self.last_forwarded, int(message.get("event_id") or 0))
-            await self.base_send({"type": "websocket.send", "text": text})
+            await (self.frame_send or self.base_send)({"type": "websocket.send", "text": text})
             return
         texts = message.get("texts")
         if isinstance(texts, list):
             # Several events committed together (tracking.events._merged), in order: a
             # frame each, as if they had come one by one.
+            send = self.frame_send or self.base_send
             for text in texts:
-                await self.base_send({"type": "websocket.send", "text": text})
+                await send({"type": "websocket.send", "text": text})
             self.last_forwarded = max(self.last_forwarded, int(message.get("event_id") or 0))
             return
         payload = message.get("event")

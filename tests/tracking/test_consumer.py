@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from channels.sessions import InstanceSessionWrapper
 from channels.testing import WebsocketCommunicator
 from django.conf import settings
 from django.contrib.auth.models import User
@@ -12,6 +13,7 @@ from django.contrib.auth.models import User
 from churnapp.factories import AgentFactory
 from churnapp.models import AgentRole
 from config.asgi import application
+from tracking.consumers import _frame_send
 from tracking.events import event_payload, tracking_event_record, tracking_events_record
 from tracking.models import TrackingEvent
 
@@ -105,3 +107,18 @@ def test_events_committed_together_arrive_as_a_frame_each_in_order(
         assert [json.loads(f)["data"]["n"] for f in frames] == [0, 1, 2]
     finally:
         loop_thread.run(ws.disconnect())
+
+
+def test_frames_skip_the_session_wrapper_which_saves_only_http_responses():
+    # AuthMiddlewareStack's session wrapper reads the session on every frame to decide
+    # not to save it; the fan-out sends its frames to the ASGI send beneath it
+    async def raw_send(message):
+        sent.append(message)
+
+    sent: list[dict] = []
+    outer = InstanceSessionWrapper({"cookies": {}}, raw_send)
+    nested = InstanceSessionWrapper({"cookies": {}, "session": object()}, outer.send)
+    assert _frame_send(nested.send) is raw_send
+    assert _frame_send(raw_send) is raw_send
+    # and what the wrapper would save on is not a frame
+    assert "websocket.send" not in InstanceSessionWrapper.save_message_types
