@@ -109,7 +109,19 @@ class Processes:
         return self.add(RedisServer())
 
     def logs(self) -> str:
-        return "\n".join(f"--- {p.name} {p.pid}\n{p.output()[-3000:]}" for p in self.started)
+        """Each process's last 3,000 characters, after its first few error lines (a
+        crash's cause scrolls out of the tail behind the traceback of its shutdown)."""
+        parts = []
+        for p in self.started:
+            output = p.output()
+            errors = [
+                line
+                for line in output.splitlines()
+                if "Unrecoverable" in line or "CRITICAL" in line or "ERROR/" in line
+            ][:8]
+            head = "".join(f"[error] {line[:400]}\n" for line in errors)
+            parts.append(f"--- {p.name} {p.pid}\n{head}{output[-3000:]}")
+        return "\n".join(parts)
 
     def close(self) -> None:
         for process in reversed(self.started):
