@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from urllib.parse import quote
@@ -40,6 +41,28 @@ class ManagedProcess:
         self.env = env
         self.proc: subprocess.Popen | None = None
         self.log = None
+        # restart_on_exit(): a process that exits on its own is started again, as the
+        # deployment's restart policy does (docker-compose: restart: unless-stopped).
+        self.restarts = 0
+        self._watcher: threading.Thread | None = None
+        self._watching = threading.Event()
+
+    def restart_on_exit(self, check_every: float = 0.5):
+        """Start this process again whenever it exits without stop(), kill() or close()
+        asking it to; `restarts` counts how often."""
+        self._watching.set()
+
+        def watch() -> None:
+            while self._watching.is_set():
+                proc = self.proc
+                if proc is not None and proc.poll() is not None and self._watching.is_set():
+                    self.restarts += 1
+                    self.start()
+                time.sleep(check_every)
+
+        self._watcher = threading.Thread(target=watch, name=f"{self.name}-restarts", daemon=True)
+        self._watcher.start()
+        return self
 
     def start(self):
         if self.log is None:
@@ -70,8 +93,15 @@ class ManagedProcess:
         with open(self.log.name, errors="replace") as handle:
             return handle.read()
 
+    def _unwatch(self) -> None:
+        self._watching.clear()
+        if self._watcher is not None and self._watcher is not threading.current_thread():
+            self._watcher.join(timeout=5)
+            self._watcher = None
+
     def kill(self) -> None:
         """SIGKILL the process group (a prefork pool's children too): no cleanup at all."""
+        self._unwatch()
         if self.alive:
             os.killpg(self.proc.pid, signal.SIGKILL)
         if self.proc is not None:
@@ -79,6 +109,7 @@ class ManagedProcess:
 
     def stop(self, timeout: float = 30) -> None:
         """SIGTERM (a graceful stop), then SIGKILL after `timeout`."""
+        self._unwatch()
         if self.alive:
             os.killpg(self.proc.pid, signal.SIGTERM)
             try:
