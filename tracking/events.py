@@ -17,7 +17,7 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.db import connection, transaction
 from django.utils import timezone
 
-from config.prepared import execute_prepared
+from churnapp.prepared import execute_prepared
 from notifications.metrics import broadcast_lag_observe
 from notifications.realtime import tenant_group
 from tracking.models import TrackingEvent
@@ -80,7 +80,7 @@ def tracking_event_record(
         data=json.loads(text),
         occurred_at=occurred_at or timezone.now(),
     )
-    # Plain SQL, prepared (config.prepared): every status change and engagement appends
+    # Plain SQL, prepared (churnapp.prepared): every status change and engagement appends
     # one, in the transaction of a callback or a send; the ORM's create compiled its
     # INSERT anew each time. No
     # post_save is sent, and nothing listens to one for this model.

@@ -25,8 +25,8 @@ from churnapp.models import (
     LeadStatus,
     Tenant,
 )
+from churnapp.prepared import execute_prepared
 from churnapp.signals import activity_ingested
-from config.prepared import execute_prepared
 
 MAX_BATCH = 1000
 # Batches up to this many activities insert through prepared statements (see _insert).
@@ -168,7 +168,7 @@ def _insert(
     # the leads with new inbound activity (churnapp.hints: a NOTIFY, sent on commit).
     # These were three round trips, a fifth of an email open's time.
     with connection.cursor() as cursor:
-        # Prepared statements (config.prepared) for small batches: planning this took
+        # Prepared statements (churnapp.prepared) for small batches: planning this took
         # twice as long as running it, on every open pixel. A bulk request's thousand
         # rows keep their custom plan (planned for the batch at hand).
         execute_prepared(

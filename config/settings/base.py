@@ -82,7 +82,7 @@ DATABASES = {
 DATABASES["default"]["HOST"] = unquote(DATABASES["default"].get("HOST") or "")
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=60)
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
-# The hottest writes run as server-side prepared statements (config.prepared). Turn off
+# The hottest writes run as server-side prepared statements (churnapp.prepared). Turn off
 # behind a pooler that shares server sessions between clients (PgBouncer, transaction mode).
 DATABASE_SERVER_PREPARE = env.bool("DATABASE_SERVER_PREPARE", default=True)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"

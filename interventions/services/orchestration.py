@@ -14,11 +14,11 @@ from django.utils import timezone
 
 from churnapp.exceptions import ApplicationError
 from churnapp.models import ActivityKind, Lead, LeadActivity, LeadStatus, RiskTier
+from churnapp.prepared import execute_prepared
 from churnapp.services.intervention_history import (
     lead_intervention_record,
     lead_intervention_records,
 )
-from config.prepared import execute_prepared
 from interventions.clock import quiet_hours_release, zone
 from interventions.models import (
     OPEN_STATUSES,

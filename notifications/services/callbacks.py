@@ -14,8 +14,8 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from churnapp.models import ActivityKind, Lead, Tenant
+from churnapp.prepared import execute_prepared
 from churnapp.services.activities import activity_record
-from config.prepared import execute_prepared
 from notifications.backends.twilio import OPT_OUT_ERRORS
 from notifications.backends.twilio import STATUS_MAP as TWILIO_STATUS_MAP
 from notifications.models import (
@@ -189,7 +189,7 @@ def _message_lock_and_store(
         ),
     ]
     with connection.cursor() as cursor:
-        # A prepared statement (config.prepared): parsed and planned once per connection.
+        # A prepared statement (churnapp.prepared): parsed and planned once per connection.
         execute_prepared(cursor, [("churn_message_lock_store", _lock_and_store_sql())], params)
         row = cursor.fetchone()
     if row is None:

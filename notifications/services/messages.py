@@ -15,7 +15,7 @@ from django.utils import timezone
 
 from churnapp.exceptions import ApplicationError, ConflictError
 from churnapp.models import Agent, Lead, Tenant
-from config.prepared import execute_prepared
+from churnapp.prepared import execute_prepared
 from notifications.email_content import UNSUBSCRIBE_PLACEHOLDER
 from notifications.models import CHANNEL_QUEUE, Channel, Message, MessageStatus, Template
 from notifications.recipients import recipient_address
@@ -162,7 +162,7 @@ def _rows_update(*, messages: list[Message], names: list[str]) -> None:
     with connection.cursor() as cursor:
         if len(messages) == 1:
             # A callback's one message: a prepared statement per field list (a handful
-            # recur), parsed and planned once per connection (config.prepared).
+            # recur), parsed and planned once per connection (churnapp.prepared).
             execute_prepared(cursor, [(name, head + row + tail)], params)
         else:
             cursor.execute(head + ", ".join([row] * len(messages)) + tail, params)

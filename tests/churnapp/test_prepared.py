@@ -1,11 +1,11 @@
-"""config.prepared: server-side prepared statements on the real PostgreSQL."""
+"""churnapp.prepared: server-side prepared statements on the real PostgreSQL."""
 
 import uuid
 
 import pytest
 from django.db import DatabaseError, connection, transaction
 
-from config.prepared import _compiled, execute_prepared
+from churnapp.prepared import _compiled, execute_prepared
 
 pytestmark = pytest.mark.django_db
 
