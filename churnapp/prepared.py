@@ -36,8 +36,8 @@ _PLACEHOLDER = re.compile(r"%\((\w+)\)s|%s|%%")
 
 
 @lru_cache(maxsize=64)
-def _compiled(name: str, sql: str) -> tuple[str, str, str]:
-    """(PREPARE text, EXECUTE text with its arguments' placeholders, the plain SQL).
+def _compiled(name: str, sql: str) -> tuple[str, str]:
+    """(PREPARE text, EXECUTE text with its arguments' placeholders).
 
     Named placeholders become $1, $2, ... in order of first use (a repeated key is one
     parameter); positional ones are numbered in order."""
@@ -61,7 +61,7 @@ def _compiled(name: str, sql: str) -> tuple[str, str, str]:
         raise ValueError(f"{name}: named and positional placeholders mixed")
     arguments = ", ".join([f"%({key})s" for key in keys] or ["%s"] * positional)
     execute = f"EXECUTE {name}({arguments})" if arguments else f"EXECUTE {name}"
-    return f"PREPARE {name} AS {body}", execute, sql
+    return f"PREPARE {name} AS {body}", execute
 
 
 def _prepared_names(connection) -> set[str]:
@@ -86,20 +86,18 @@ def execute_prepared(
     `prepare` is false: a caller's large batch, whose planning is a small part of its
     work and whose custom plan may differ from the generic plan small batches settle
     on). Each name must always come with the same SQL."""
-    compiled = [_compiled(name, sql) for name, sql in statements]
     if not prepare or not getattr(settings, "DATABASE_SERVER_PREPARE", True):
-        cursor.execute(";\n".join(c[2] for c in compiled), params)
+        cursor.execute(";\n".join(sql for _, sql in statements), params)
         return
-    connection = cursor.db
-    names = _prepared_names(connection)
-    missing = [(name, c) for (name, _), c in zip(statements, compiled, strict=True)]
-    missing = [(name, c) for name, c in missing if name not in names]
+    compiled = {name: _compiled(name, sql) for name, sql in statements}
+    names = _prepared_names(cursor.db)
+    missing = [name for name in compiled if name not in names]
     if missing:
         # The PREPARE text holds no parameters: psycopg2 sends it as it is.
-        cursor.execute(";\n".join(c[0] for _, c in missing))
-        names.update(name for name, _ in missing)
+        cursor.execute(";\n".join(compiled[name][0] for name in missing))
+        names.update(missing)
     try:
-        cursor.execute(";\n".join(c[1] for c in compiled), params)
+        cursor.execute(";\n".join(execute for _, execute in compiled.values()), params)
     except DatabaseError as exc:
         if getattr(getattr(exc, "__cause__", None), "pgcode", None) == "26000":
             # invalid_sql_statement_name: the session lost them (DISCARD ALL, a

@@ -11,7 +11,6 @@ import queue
 import threading
 import time
 
-from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import connection, transaction
@@ -19,7 +18,7 @@ from django.utils import timezone
 
 from churnapp.prepared import execute_prepared
 from notifications.metrics import broadcast_lag_observe
-from notifications.realtime import tenant_group
+from notifications.realtime import group_send_sync, tenant_group
 from tracking.models import TrackingEvent
 
 logger = logging.getLogger(__name__)
@@ -209,11 +208,7 @@ class _Publisher:
             try:
                 layer = get_channel_layer()
                 if layer is not None:
-                    merged = _merged([m for m, _ in entries])
-                    if hasattr(layer, "group_send_blocking"):
-                        layer.group_send_blocking(group, merged)
-                    else:  # another layer backend (settings may name any)
-                        async_to_sync(layer.group_send)(group, merged)
+                    group_send_sync(layer, group, _merged([m for m, _ in entries]))
                     # committed (handed over here) -> published: what the live
                     # dashboard's events wait for in this process, the metric's
                     # "dashboard" stream.

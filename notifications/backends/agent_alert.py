@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from asgiref.sync import async_to_sync
 from channels.exceptions import ChannelFull
 from channels.layers import get_channel_layer
 from redis.exceptions import RedisError
 
 from notifications.backends.base import BaseBackend, PermanentError, SendResult, TransientError
-from notifications.realtime import agent_group
+from notifications.realtime import agent_group, group_send_sync
 
 
 class ChannelLayerAlertBackend(BaseBackend):
@@ -36,10 +35,7 @@ class ChannelLayerAlertBackend(BaseBackend):
             "created_at": message.created_at.isoformat(),
         }
         try:
-            if hasattr(layer, "group_send_blocking"):  # one PUBLISH, no event loop
-                layer.group_send_blocking(agent_group(message.agent_id), event)
-            else:
-                async_to_sync(layer.group_send)(agent_group(message.agent_id), event)
+            group_send_sync(layer, agent_group(message.agent_id), event)
         except ChannelFull as exc:
             raise TransientError("the agent's channel is full") from exc
         except (ConnectionError, OSError, RedisError) as exc:

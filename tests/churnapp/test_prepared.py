@@ -11,10 +11,10 @@ pytestmark = pytest.mark.django_db
 
 
 def test_placeholders_become_numbered_parameters():
-    prepare, execute, _ = _compiled("t_named", "SELECT %(a)s::int + %(b)s::int * %(a)s::int, '%%'")
+    prepare, execute = _compiled("t_named", "SELECT %(a)s::int + %(b)s::int * %(a)s::int, '%%'")
     assert prepare == "PREPARE t_named AS SELECT $1::int + $2::int * $1::int, '%'"
     assert execute == "EXECUTE t_named(%(a)s, %(b)s)"
-    prepare, execute, _ = _compiled("t_pos", "SELECT %s::int, %s::text")
+    prepare, execute = _compiled("t_pos", "SELECT %s::int, %s::text")
     assert (prepare, execute) == (
         "PREPARE t_pos AS SELECT $1::int, $2::text",
         "EXECUTE t_pos(%s, %s)",
