@@ -17,6 +17,7 @@ from django.utils import timezone
 
 from churnapp.models import Agent
 from notifications.realtime import agent_group, tenant_group
+from tracking.frames import frame_writer, text_frames
 from tracking.models import TrackingEvent
 
 logger = logging.getLogger(__name__)
@@ -115,11 +116,13 @@ class _TenantFanout:
                 logger.exception("tracking fan-out of tenant %s: receive failed", self.tenant_id)
                 await asyncio.sleep(1)
                 continue
+            frames = _event_frames(message)
             for n, socket in enumerate(list(self.sockets), 1):
                 if n % _FANOUT_YIELD_EVERY == 0:
                     await asyncio.sleep(0)
                 try:
-                    await socket.tracking_event(message)
+                    if frames is None or not socket.write_frames(message, frames):
+                        await socket.tracking_event(message)
                 except Exception:
                     # One socket's failure must not cost the others their event; that
                     # socket resyncs at its next heartbeat.
@@ -144,6 +147,18 @@ class _TenantFanout:
 _FANOUT_YIELD_EVERY = 10
 
 _fanouts: dict[tuple[asyncio.AbstractEventLoop, int], _TenantFanout] = {}
+
+
+def _event_frames(message: dict) -> bytes | None:
+    """The event's WebSocket frames, built once for every socket (tracking.frames), or
+    None for a message that has no wire text of its own (the older shape)."""
+    text = message.get("text")
+    if isinstance(text, str):
+        return text_frames([text])
+    texts = message.get("texts")
+    if isinstance(texts, list) and all(isinstance(t, str) for t in texts):
+        return text_frames(texts)
+    return None
 
 
 async def _fanout_join(consumer: TrackingConsumer) -> None:
@@ -204,6 +219,7 @@ class TrackingConsumer(AsyncJsonWebsocketConsumer):
     last_forwarded = 0
     expected = 0
     frame_send = None
+    frame_writer = None
 
     async def connect(self) -> None:
         user = self.scope.get("user")
@@ -220,6 +236,7 @@ class TrackingConsumer(AsyncJsonWebsocketConsumer):
         await self.channel_layer.group_add(self.joined[0], self.channel_name)
         await self.accept()
         self.frame_send = _frame_send(self.base_send)
+        self.frame_writer = frame_writer(self.frame_send)
         await _fanout_join(self)
         # Fresh, not the shared value: an event that was broadcast before the fan-out
         # joined must be at or below `latest`. Everything up to it the page fetches
@@ -262,6 +279,15 @@ class TrackingConsumer(AsyncJsonWebsocketConsumer):
         if handler is None:
             raise ValueError(f"No handler for message type {message['type']}")
         await handler(message)
+
+    def write_frames(self, message: dict, frames: bytes) -> bool:
+        """Write the fan-out's prepared frames of `message` straight to this socket;
+        False when it cannot take them (tracking.frames), and the fan-out then sends the
+        message through ASGI (tracking_event)."""
+        if self.frame_writer is None or not self.frame_writer(frames):
+            return False
+        self.last_forwarded = max(self.last_forwarded, int(message.get("event_id") or 0))
+        return True
 
     async def tracking_event(self, message: dict) -> None:
         """A lifecycle event (from the tenant's fan-out) or an agent alert (agent group)."""
