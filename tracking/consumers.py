@@ -138,12 +138,12 @@ class _TenantFanout:
             await self.layer.group_discard(tenant_group(self.tenant_id), self.channel)
 
 
-# Sends handed to daphne are buffered until its loop runs again (Twisted writes a socket
-# when the reactor says it is writable): without a yield, no page gets an event before
-# the last socket's frame is built, and for the whole fan-out (12 ms for 200 sockets on
-# the benchmark machine) nothing else in the process runs. Yielding every few sockets
-# puts the first frames on the wire while the rest are built (per delivery p50 33 ->
-# 18-26 ms in the 240 x 200 benchmark).
+# A fan-out to many sockets yields to the loop every few of them, so a large tenant's
+# broadcast does not hold up every other socket of the process (handshakes, pings,
+# other tenants' events) for its whole length. The frames themselves no longer wait for
+# the loop: a socket daphne holds gets its bytes from tracking.frames.send_now at once
+# (before it, Twisted sent each socket's frame only when the loop turned, and these
+# yields were what put the first frames on the wire early).
 _FANOUT_YIELD_EVERY = 10
 
 _fanouts: dict[tuple[asyncio.AbstractEventLoop, int], _TenantFanout] = {}
