@@ -187,13 +187,17 @@ def _wait_settled(ids: list[int], timeout: float) -> None:
         time.sleep(0.25)
 
 
-# The batch path (messages_enqueue: one task per tenant and up to 50 messages), and the
-# single-send task every message can still be published to (retries, one-off sends).
+# The batch path (messages_enqueue: one task per tenant and up to 50 messages), the one
+# held to the target: interventions and every planned fan-out publish their sends that
+# way. And, for comparison, the single-send task every message can still be published
+# to: retries, rate-limit deferrals, the sweeper's re-enqueues and one-off sends.
 PATHS = {
     "batch": ("send throughput", "batch tasks of up to {batch} messages per tenant"),
     "single": (
         "send throughput (one task per message)",
-        "one message_send task per message, which drains its tenant's due messages as a batch",
+        "one message_send task per message (NOTIFICATIONS_SEND_DRAIN="
+        + str(settings.NOTIFICATIONS_SEND_DRAIN).lower()
+        + ")",
     ),
 }
 
@@ -301,8 +305,12 @@ def test_send_throughput(bench_results, path):
         floor=round(floor_rate, 1),
         floor_work="2 keep-alive HTTP clients posting the same sends to the fake",
         ratio=round(floor_rate / rate, 2),
-        target=f">= {TARGET:,.0f} messages/s",
-        met=rate >= TARGET,
+        target=(
+            f">= {TARGET:,.0f} messages/s"
+            if path == "batch"
+            else "none: for comparison (retries, deferrals, one-off sends)"
+        ),
+        met=rate >= TARGET if path == "batch" else None,
         notes=f"workers: {WORKERS} x celery -P solo on queue sms; "
         + how.format(batch=send_batch_size())
         + f"; Redis broker; settings prefetch x{settings.CELERY_WORKER_PREFETCH_MULTIPLIER}; "

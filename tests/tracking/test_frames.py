@@ -169,3 +169,24 @@ def test_a_closing_or_closed_transport_takes_the_plain_write(tcp_pair):
     transport.connected = 0
     send_now(transport, b"y")  # write() drops bytes for a lost connection
     assert transport._tempDataLen == 1
+
+
+def test_daphne_hands_its_applications_a_send_the_writer_recognises(daphne_socket):
+    """What a daphne upgrade could change under us: the shape of the ASGI send it gives an
+    application instance. Were it no longer recognised, every broadcast would quietly
+    take the slow path again."""
+    server, protocol, _ = daphne_socket
+    sends = []
+
+    async def application(scope, receive, send):
+        sends.append(send)
+
+    async def start():
+        server.application = application
+        server.connections[protocol] = {"connected": 0.0}
+        server.create_application(protocol, {"type": "websocket"})
+        await server.connections[protocol]["application_instance"]
+
+    asyncio.run(start())
+    assert len(sends) == 1
+    assert frame_writer(sends[0]) is not None
