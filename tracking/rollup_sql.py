@@ -270,8 +270,11 @@ def message_rollup_select(costs: list[tuple[str, str, Decimal]]) -> tuple[str, d
     values_sql = ", ".join(values) or "(NULL, NULL, NULL::numeric)"
     sql = f"""
     WITH costs(channel, provider, unit) AS (VALUES {values_sql}),
-    msg AS (
-        SELECT m.*,
+    msg AS MATERIALIZED (
+        SELECT m.created_at, m.channel, m.provider, m.variant, m.sent_at, m.delivered_at,
+               m.opened_at, m.clicked_at, m.replied_at, m.status, m.cost,
+               CASE WHEN m.delivered_at IS NOT NULL AND m.sent_at IS NOT NULL
+                    THEN {_bucket(_epoch("m.delivered_at", "m.sent_at"))} END AS delivery_bucket,
                COALESCE(i.stage, 0) AS iv_stage,
                COALESCE((SELECT c.unit FROM costs c WHERE c.channel = m.channel
                          AND c.provider = m.provider),
@@ -298,13 +301,7 @@ def message_rollup_select(costs: list[tuple[str, str, Decimal]]) -> tuple[str, d
            count(*) FILTER (WHERE sent_at IS NOT NULL AND cost IS NOT NULL)::int
                AS cost_reported,
            count(*) FILTER (WHERE sent_at IS NOT NULL AND cost IS NULL)::int AS cost_estimated,
-           {
-        hist_from_buckets(
-            "CASE WHEN delivered_at IS NOT NULL AND sent_at IS NOT NULL THEN "
-            + _bucket(_epoch("delivered_at", "sent_at"))
-            + " END"
-        )
-    } AS delivery_hist
+           {hist_from_buckets("delivery_bucket")} AS delivery_hist
     FROM msg
     GROUP BY 1, channel, provider, iv_stage, variant
     """
