@@ -268,6 +268,10 @@ def message_rollup_select(costs: list[tuple[str, str, Decimal]]) -> tuple[str, d
         params[f"c{index}"], params[f"p{index}"], params[f"u{index}"] = channel, provider, unit
         values.append(f"(%(c{index})s, %(p{index})s, %(u{index})s::numeric)")
     values_sql = ", ".join(values) or "(NULL, NULL, NULL::numeric)"
+    # msg is MATERIALIZED so each message's delivery bucket is computed once: inlined,
+    # PostgreSQL put the bucket expression into every one of the histogram's FILTERs
+    # (BUCKETS evaluations of width_bucket per message; a report's live part for a day
+    # of 7,390 messages took 100 ms, 55-68 ms this way). Only the columns read are kept.
     sql = f"""
     WITH costs(channel, provider, unit) AS (VALUES {values_sql}),
     msg AS MATERIALIZED (
