@@ -149,16 +149,24 @@ _FANOUT_YIELD_EVERY = 10
 _fanouts: dict[tuple[asyncio.AbstractEventLoop, int], _TenantFanout] = {}
 
 
-def _event_frames(message: dict) -> bytes | None:
-    """The event's WebSocket frames, built once for every socket (tracking.frames), or
-    None for a message that has no wire text of its own (the older shape)."""
+def _event_texts(message: dict) -> list[str] | None:
+    """The wire texts a lifecycle-event message carries, in order: one event's
+    (tracking.events.broadcast_message, serialized once by the publisher for every
+    socket) or those of several committed together (tracking.events._merged); None for a
+    message without them (the older shape, an agent alert)."""
     text = message.get("text")
     if isinstance(text, str):
-        return text_frames([text])
+        return [text]
     texts = message.get("texts")
     if isinstance(texts, list) and all(isinstance(t, str) for t in texts):
-        return text_frames(texts)
+        return texts
     return None
+
+
+def _event_frames(message: dict) -> bytes | None:
+    """The event's WebSocket frames, built once for every socket (tracking.frames)."""
+    texts = _event_texts(message)
+    return None if texts is None else text_frames(texts)
 
 
 async def _fanout_join(consumer: TrackingConsumer) -> None:
@@ -286,26 +294,21 @@ class TrackingConsumer(AsyncJsonWebsocketConsumer):
         message through ASGI (tracking_event)."""
         if self.frame_writer is None or not self.frame_writer(frames):
             return False
-        self.last_forwarded = max(self.last_forwarded, int(message.get("event_id") or 0))
+        self._forwarded(message)
         return True
+
+    def _forwarded(self, message: dict) -> None:
+        self.last_forwarded = max(self.last_forwarded, int(message.get("event_id") or 0))
 
     async def tracking_event(self, message: dict) -> None:
         """A lifecycle event (from the tenant's fan-out) or an agent alert (agent group)."""
-        text = message.get("text")
-        if isinstance(text, str):
-            # tracking.events.broadcast_message: the event's wire text, serialized once by
-            # the publisher for every socket; forwarded unchanged.
-            self.last_forwarded = max(self.last_forwarded, int(message.get("event_id") or 0))
-            await (self.frame_send or self.base_send)({"type": "websocket.send", "text": text})
-            return
-        texts = message.get("texts")
-        if isinstance(texts, list):
-            # Several events committed together (tracking.events._merged), in order: a
-            # frame each, as if they had come one by one.
+        texts = _event_texts(message)
+        if texts is not None:
+            # Forwarded unchanged, a frame per event in order, as if they had come one by one.
+            self._forwarded(message)
             send = self.frame_send or self.base_send
             for text in texts:
                 await send({"type": "websocket.send", "text": text})
-            self.last_forwarded = max(self.last_forwarded, int(message.get("event_id") or 0))
             return
         payload = message.get("event")
         if isinstance(payload, dict):

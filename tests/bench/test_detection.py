@@ -30,7 +30,7 @@ from interventions.models import Intervention
 from interventions.services.policy import policy_ensure
 from notifications.models import ChannelConfig, Message
 from simulator.bulk import bulk_generate
-from tests.bench.harness import BENCH, Stats, is_smoke, sized
+from tests.bench.harness import BENCH, Stats, analyze_database, is_smoke, sized
 from tests.bench.stack import BenchWorker, Daphne, purge_queues, pyspy_record, pyspy_stop
 from tests.fakes.twilio import TwilioFake
 
@@ -245,8 +245,7 @@ def test_inbound_activity_to_first_send_latency(bench_results):
         },
     )
     _, raw_key = api_key_create(tenant=tenant, name="bench")
-    with connection.cursor() as cursor:
-        cursor.execute("ANALYZE")
+    analyze_database()
     purge_queues()
 
     worker = BenchWorker(

@@ -29,7 +29,7 @@ from notifications.services.messages import messages_enqueue
 from notifications.services.sending import send_batch_size
 from notifications.tasks import message_send
 from simulator.bulk import bulk_generate
-from tests.bench.harness import BENCH, is_smoke, sized
+from tests.bench.harness import BENCH, analyze_database, is_smoke, sized
 from tests.bench.http_floor import post_sends
 from tests.bench.stack import BenchWorker, purge_queues, pyspy_record
 from tests.fakes.twilio import TwilioFake
@@ -232,12 +232,7 @@ def test_send_throughput(bench_results, path):
         _wait_settled(warm_ids, timeout=300)
         ids = _outbox(tenants, "run")
         assert len(ids) == count
-        # Statistics of this data, not of the last benchmark's: TRUNCATE (the flush after
-        # each benchmark) keeps a table's column statistics, and a million rows' worth of
-        # them misled the planner here (PostgreSQL CPU per message 0.26 -> 0.71 ms when
-        # this ran after the rescore and analytics benchmarks in one `make bench`).
-        with connection.cursor() as cursor:
-            cursor.execute("ANALYZE")
+        analyze_database()
         # when the whole outbox is queued while the workers do not consume, then released
         app.control.cancel_consumer("sms", destination=names, reply=True)
         requests_before = len(fake.requests)

@@ -25,7 +25,7 @@ from django.test import Client
 from django.utils import timezone
 
 from interventions.services.policy import policy_ensure
-from tests.bench.harness import BENCH, Stats, sized
+from tests.bench.harness import BENCH, Stats, analyze_database, sized
 from tests.load.scenario import activity_payloads, open_pixel_paths, sent_emails
 from tracking.models import EventKind, TrackingEvent
 
@@ -88,9 +88,7 @@ def test_open_pixel_to_committed_event(bench_results, tenant, of_intervention):
     if of_intervention:
         _of_open_interventions(tenant, messages)
     paths = open_pixel_paths(messages)
-    # Statistics of this data, not of an earlier benchmark's truncated tables (test_send).
-    with connection.cursor() as cursor:
-        cursor.execute("ANALYZE")
+    analyze_database()
     client = Client()
     before = TrackingEvent.objects.filter(tenant=tenant, kind=EventKind.MESSAGE_OPENED).count()
     samples = []
