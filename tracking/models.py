@@ -81,11 +81,16 @@ class TrackingSettings(models.Model):
 
 
 class RollupDay(models.Model):
-    """Marks a (tenant, UTC day) whose rollup rows are complete; analytics trust only these."""
+    """Marks a (tenant, UTC day) whose rollup rows analytics may read.
+
+    `through` NULL: the rows cover the whole day (the nightly rollup). Otherwise the day
+    is still running and its rows cover the facts timed before `through` (the intraday
+    refresh); analytics read those rows and the live tables from `through` on."""
 
     tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="+")
     day = models.DateField()
     rolled_at = models.DateTimeField()
+    through = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         constraints = [

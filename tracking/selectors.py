@@ -108,39 +108,60 @@ def lead_timeline(*, tenant_id: int, lead_id: int) -> QuerySet:
 # --- Rollups or raw, per day ------------------------------------------------------------
 
 
-def _missing_days(tenant_id: int, period: Period) -> list[dt.date]:
-    rolled = set(
+@dataclass(frozen=True)
+class Coverage:
+    """How a period is answered: rollup rows for every day except `live_only`, and the
+    live tables' facts timed in [live_start, live_end) for the days in `live`.
+
+    The live window is one interval: it starts at the first day not complete (at that
+    day's `through` when the intraday refresh has rolled its morning up) and runs to the
+    end of the last. A later partly rolled day inside it is read live in full."""
+
+    live: list[dt.date]
+    live_only: list[dt.date]
+    live_start: dt.datetime | None
+    live_end: dt.datetime | None
+
+
+def _coverage(tenant_id: int, period: Period) -> Coverage:
+    through = dict(
         RollupDay.objects.filter(
             tenant_id=tenant_id, day__gte=period.first_day, day__lte=period.last_day
-        ).values_list("day", flat=True)
+        ).values_list("day", "through")
     )
-    return [
-        period.first_day + dt.timedelta(days=i)
-        for i in range(period.days)
-        if period.first_day + dt.timedelta(days=i) not in rolled
-    ]
+    days = [period.first_day + dt.timedelta(days=i) for i in range(period.days)]
+    live = [d for d in days if d not in through or through[d] is not None]
+    if not live:
+        return Coverage([], [], None, None)
+    start, end = day_bounds(live[0], live[-1])
+    first_through = through.get(live[0])
+    if first_through is not None:
+        return Coverage(live, live[1:], first_through, end)
+    return Coverage(live, live, start, end)
 
 
 def _facts(
     model, columns: tuple[str, ...], raw_select: str, raw_params: dict, tenant_id: int, period
 ) -> tuple[str, dict]:
-    """SQL of the period's rows: rollup rows of rolled-up days, raw aggregates of the rest."""
+    """SQL of the period's rows: rollup rows where the days are rolled up, and aggregates
+    of the live tables over the rest (see Coverage)."""
     cols = ", ".join(("day", *columns))
+    cover = _coverage(tenant_id, period)
     params = {
         **raw_params,
         "tenant": tenant_id,
         "first_day": period.first_day,
         "last_day": period.last_day,
+        "live": cover.live,
+        "live_only": cover.live_only,
     }
-    missing = _missing_days(tenant_id, period)
-    params["missing"] = missing
     sql = (
         f"SELECT {cols} FROM {model._meta.db_table} WHERE tenant_id = %(tenant)s "
-        "AND day >= %(first_day)s AND day <= %(last_day)s AND NOT (day = ANY(%(missing)s))"
+        "AND day >= %(first_day)s AND day <= %(last_day)s AND NOT (day = ANY(%(live_only)s))"
     )
-    if missing:
-        params["start"], params["end"] = day_bounds(min(missing), max(missing))
-        sql += f" UNION ALL SELECT {cols} FROM ({raw_select}) raw WHERE day = ANY(%(missing)s)"
+    if cover.live:
+        params["start"], params["end"] = cover.live_start, cover.live_end
+        sql += f" UNION ALL SELECT {cols} FROM ({raw_select}) raw WHERE day = ANY(%(live)s)"
     return sql, params
 
 
@@ -153,23 +174,14 @@ def _fetch(sql: str, params: dict) -> list[dict]:
 
 def _intervention_groups(tenant_id: int, period: Period) -> dict[str, list[dict]]:
     """Rows per breakdown (see rollup_sql.BREAKDOWNS) and arm, summed over the period."""
-    missing = _missing_days(tenant_id, period)
-    table = InterventionDailyBreakdown._meta.db_table
-    cols = ", ".join(("day", *BREAKDOWN_COLUMNS, *INTERVENTION_COUNTS, *INTERVENTION_HISTOGRAMS))
-    params: dict = {
-        "tenant": tenant_id,
-        "first_day": period.first_day,
-        "last_day": period.last_day,
-        "missing": missing,
-    }
-    facts = (
-        f"SELECT {cols} FROM {table} WHERE tenant_id = %(tenant)s "
-        "AND day >= %(first_day)s AND day <= %(last_day)s AND NOT (day = ANY(%(missing)s))"
+    facts, params = _facts(
+        InterventionDailyBreakdown,
+        (*BREAKDOWN_COLUMNS, *INTERVENTION_COUNTS, *INTERVENTION_HISTOGRAMS),
+        breakdown_select(intervention_rollup_select()),
+        {},
+        tenant_id,
+        period,
     )
-    if missing:
-        params["start"], params["end"] = day_bounds(min(missing), max(missing))
-        live = breakdown_select(intervention_rollup_select())
-        facts += f" UNION ALL SELECT {cols} FROM ({live}) live WHERE day = ANY(%(missing)s)"
     sums = ", ".join(f"sum({c})::bigint AS {c}" for c in INTERVENTION_COUNTS)
     # Only the overall rows carry latency histograms (see breakdown_select), so they are
     # summed over those rows alone (two per day), not filtered out of every row: a year
@@ -382,13 +394,14 @@ def _funnel_row(row: dict) -> dict:
 
 
 def _period_out(tenant_id: int, period: Period) -> dict:
-    missing = _missing_days(tenant_id, period)
+    cover = _coverage(tenant_id, period)
     return {
         "from": period.first_day.isoformat(),
         "to": period.last_day.isoformat(),
         "days": period.days,
-        "days_from_rollups": period.days - len(missing),
-        "days_from_raw": len(missing),
+        "days_from_rollups": period.days - len(cover.live),
+        "days_from_raw": len(cover.live),
+        "live_since": cover.live_start.isoformat() if cover.live_start else None,
     }
 
 

@@ -498,3 +498,14 @@ CELERY_BEAT_SCHEDULE["tracking-daily"] = {
     "schedule": crontab(hour=0, minute=env.int("TRACKING_DAILY_MINUTE", default=30)),
     "options": {"queue": "default"},
 }
+# The intraday refresh rolls the running day up to (now - lag) this often, so a report
+# reads only the facts since then from the live tables; 0 turns it off (reports then
+# compute the whole running day live). The lag leaves open transactions time to commit.
+TRACKING_TODAY_ROLLUP_SECONDS = env.int("TRACKING_TODAY_ROLLUP_SECONDS", default=300)
+TRACKING_TODAY_ROLLUP_LAG_SECONDS = env.int("TRACKING_TODAY_ROLLUP_LAG_SECONDS", default=60)
+if TRACKING_TODAY_ROLLUP_SECONDS > 0:
+    CELERY_BEAT_SCHEDULE["tracking-today"] = {
+        "task": "tracking.today",
+        "schedule": TRACKING_TODAY_ROLLUP_SECONDS,
+        "options": {"queue": "default", "expires": TRACKING_TODAY_ROLLUP_SECONDS},
+    }

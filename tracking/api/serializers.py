@@ -139,8 +139,17 @@ class SuccessRatesOut(serializers.Serializer):
 class PeriodOut(serializers.Serializer):
     to = serializers.DateField()
     days = serializers.IntegerField()
-    days_from_rollups = serializers.IntegerField()
-    days_from_raw = serializers.IntegerField()
+    days_from_rollups = serializers.IntegerField(help_text="Days answered wholly from rollups.")
+    days_from_raw = serializers.IntegerField(
+        help_text="Days answered at least in part from the live tables (today, and any day "
+        "the nightly rollup has not reached)."
+    )
+    live_since = serializers.DateTimeField(
+        allow_null=True,
+        help_text="Facts timed from this instant on are read from the live tables; before "
+        "it, from rollups. The intraday refresh moves it forward every "
+        "TRACKING_TODAY_ROLLUP_SECONDS. Null when the whole period is rolled up.",
+    )
 
 
 # "from" is a Python keyword, so it cannot be a class attribute: declared here instead.
