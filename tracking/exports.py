@@ -18,6 +18,7 @@ from tracking.models import (
     EscalationDailyRollup,
     InterventionDailyRollup,
     MessageDailyRollup,
+    RollupDay,
     TrackingEvent,
 )
 from tracking.rollup_sql import day_bounds
@@ -145,6 +146,14 @@ def export_queryset(
 ) -> QuerySet:
     dataset = DATASETS[name]
     qs = dataset.model._default_manager.filter(tenant_id=tenant_id)
+    if dataset.is_day:
+        # Only whole days: a running day's rows from the intraday refresh cover its
+        # morning, and a sum over exported days would silently miss the rest.
+        qs = qs.exclude(
+            day__in=RollupDay.objects.filter(tenant_id=tenant_id, through__isnull=False).values(
+                "day"
+            )
+        )
     if first_day is not None and last_day is not None:
         if dataset.is_day:
             qs = qs.filter(day__gte=first_day, day__lte=last_day)

@@ -99,7 +99,7 @@ def test_bad_periods_get_a_clear_400(api_client, params, field):
     assert field in error["message"]
 
 
-def test_exports_stream_csv(api_client, mine):
+def test_exports_stream_csv(api_client, mine, world):
     rows = _csv(api_client.get("/api/tracking/export/interventions.csv"))
     assert [(int(r["id"]), r["outcome"]) for r in rows] == [(mine.id, "converted")]
     messages = _csv(api_client.get("/api/tracking/export/messages.csv"))
@@ -117,6 +117,13 @@ def test_exports_stream_csv(api_client, mine):
     rollups = _csv(api_client.get("/api/tracking/export/intervention-rollups.csv"))
     assert sum(int(r["started"]) for r in rollups) == 1
     assert rollups[0]["day"] == YESTERDAY.isoformat()
+    # today's rows from the intraday refresh are part of a day: not exported
+    from tracking.services.rollups import rollup_today
+
+    world.intervention(started=at(TODAY, 3), resolved=at(TODAY, 4), outcome="churned")
+    assert rollup_today(tenant_id=mine.tenant_id, now=at(TODAY, 12))["interventions"] > 0
+    again = _csv(api_client.get("/api/tracking/export/intervention-rollups.csv"))
+    assert [r["day"] for r in again] == [YESTERDAY.isoformat()]
     assert api_client.get("/api/tracking/export/nope.csv").status_code == 404
 
 
