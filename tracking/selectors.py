@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
+from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
 
 from django.conf import settings
-from django.db import connection
+from django.db import connections, transaction
 from django.db.models import Min, QuerySet
 from django.utils import timezone
 
 from churnapp.models import ActivityKind, LeadActivity, Tenant
+from config.db_router import analytics_db
 from interventions.models import (
     OPEN_STATUSES,
     Escalation,
@@ -123,11 +126,34 @@ class Coverage:
     live_end: dt.datetime | None
 
 
+def _one_snapshot(report: Callable[..., dict]) -> Callable[..., dict]:
+    """Run a report's reads in one REPEATABLE READ, READ ONLY transaction on the
+    analytics database (the replica when there is one).
+
+    A report reads the rollup marks, then the rollup rows and the live facts, in
+    separate statements. Under READ COMMITTED an intraday refresh committing between
+    them would move the watermark under the report: the rows would cover up to the new
+    one while the live part starts at the old, and the facts between would count twice.
+    Inside a caller's transaction the caller's isolation holds."""
+
+    @functools.wraps(report)
+    def wrapper(*args, **kwargs) -> dict:
+        alias = analytics_db()
+        if connections[alias].in_atomic_block:
+            return report(*args, **kwargs)
+        with transaction.atomic(using=alias):
+            with connections[alias].cursor() as cursor:
+                cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            return report(*args, **kwargs)
+
+    return wrapper
+
+
 def _coverage(tenant_id: int, period: Period) -> Coverage:
     through = dict(
-        RollupDay.objects.filter(
-            tenant_id=tenant_id, day__gte=period.first_day, day__lte=period.last_day
-        ).values_list("day", "through")
+        RollupDay.objects.using(analytics_db())
+        .filter(tenant_id=tenant_id, day__gte=period.first_day, day__lte=period.last_day)
+        .values_list("day", "through")
     )
     days = [period.first_day + dt.timedelta(days=i) for i in range(period.days)]
     live = [d for d in days if d not in through or through[d] is not None]
@@ -166,7 +192,7 @@ def _facts(
 
 
 def _fetch(sql: str, params: dict) -> list[dict]:
-    with connection.cursor() as cursor:
+    with connections[analytics_db()].cursor() as cursor:
         cursor.execute(sql, params)
         names = [c.name for c in cursor.description]
         return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
@@ -287,6 +313,7 @@ def _segment_rows(rows: list[dict], key: str, targets: dict | None = None) -> li
     return out
 
 
+@_one_snapshot
 def analytics_success(*, tenant: Tenant, period: Period, now: dt.datetime | None = None) -> dict:
     """Volume, success rates, funnel, latencies and escalations over a period, from the
     daily rollups for rolled-up days and from the source tables for the rest."""
@@ -481,6 +508,7 @@ def pre_deployment_churn(*, tenant: Tenant, minimum: int) -> dict:
     }
 
 
+@_one_snapshot
 def analytics_impact(*, tenant: Tenant, period: Period, now: dt.datetime | None = None) -> dict:
     """Churn of at-risk episodes, treated against the randomized holdout, with intervals;
     incremental saves, revenue protected, cost and ROI, annualised."""

@@ -4,11 +4,13 @@ the rest from the live tables, and a report answers exactly as if all of it were
 from __future__ import annotations
 
 import datetime as dt
+import threading
 import time
 from decimal import Decimal
 
 import pytest
 from django.conf import settings as django_settings
+from django.db import connection
 from django.utils import timezone
 
 from tests.tracking.conftest import at
@@ -204,3 +206,45 @@ def test_the_beat_task_refreshes_each_tenant_through_a_worker(celery_worker, wor
         rows = InterventionDailyRollup.objects.filter(tenant=w.tenant, day=now.date())
         assert sum(r.started for r in rows) == 1
         assert iv.planned_at < marks.get(tenant=w.tenant).through
+
+
+def test_a_refresh_committing_during_a_report_does_not_count_twice(
+    transactional_db, world, settings, monkeypatch
+):
+    # given a day rolled up to 14:59, and the answers with every fact live
+    settings.TRACKING_MIN_ARM_SIZE = 1
+    _day(world)
+    live = _without_period(*_reports(world))
+    rollup_days(
+        tenant_id=world.tenant.id, first_day=PERIOD.first_day, last_day=D - dt.timedelta(days=1)
+    )
+    rollup_today(tenant_id=world.tenant.id, now=NOW)
+    # when, each time a report has read the watermark, a refresh to 17:59 commits
+    # (another connection, as a worker would) before the report reads the rows
+    from tracking import selectors
+
+    read_marks = selectors._coverage
+    refreshed = []
+
+    def refresh_between(tenant_id, period):
+        cover = read_marks(tenant_id, period)
+
+        def refresh():
+            try:
+                refreshed.append(rollup_today(tenant_id=tenant_id, now=at(D, 18)))
+            finally:
+                connection.close()
+
+        thread = threading.Thread(target=refresh)
+        thread.start()
+        thread.join()
+        return cover
+
+    monkeypatch.setattr(selectors, "_coverage", refresh_between)
+    during = _reports(world)
+    assert refreshed and all(r["interventions"] > 0 for r in refreshed)
+    assert RollupDay.objects.get(tenant=world.tenant, day=D).through == at(D, 17) + dt.timedelta(
+        minutes=59
+    )
+    # then each report still answers as the live tables do: one snapshot, one watermark
+    assert _without_period(*during) == live
