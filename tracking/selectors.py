@@ -167,12 +167,20 @@ def _coverage(tenant_id: int, period: Period) -> Coverage:
 
 
 def _facts(
-    model, columns: tuple[str, ...], raw_select: str, raw_params: dict, tenant_id: int, period
+    model,
+    columns: tuple[str, ...],
+    raw_select: str,
+    raw_params: dict,
+    tenant_id: int,
+    period,
+    cover: Coverage | None = None,
 ) -> tuple[str, dict]:
     """SQL of the period's rows: rollup rows where the days are rolled up, and aggregates
-    of the live tables over the rest (see Coverage)."""
+    of the live tables over the rest (see Coverage). A report reading several facts
+    passes the coverage it read once, so all of them split the period alike."""
     cols = ", ".join(("day", *columns))
-    cover = _coverage(tenant_id, period)
+    if cover is None:
+        cover = _coverage(tenant_id, period)
     params = {
         **raw_params,
         "tenant": tenant_id,
@@ -198,7 +206,7 @@ def _fetch(sql: str, params: dict) -> list[dict]:
         return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
 
 
-def _intervention_groups(tenant_id: int, period: Period) -> dict[str, list[dict]]:
+def _intervention_groups(tenant_id: int, period: Period, cover: Coverage) -> dict[str, list[dict]]:
     """Rows per breakdown (see rollup_sql.BREAKDOWNS) and arm, summed over the period."""
     facts, params = _facts(
         InterventionDailyBreakdown,
@@ -207,6 +215,7 @@ def _intervention_groups(tenant_id: int, period: Period) -> dict[str, list[dict]
         {},
         tenant_id,
         period,
+        cover,
     )
     sums = ", ".join(f"sum({c})::bigint AS {c}" for c in INTERVENTION_COUNTS)
     # Only the overall rows carry latency histograms (see breakdown_select), so they are
@@ -233,7 +242,7 @@ def _intervention_groups(tenant_id: int, period: Period) -> dict[str, list[dict]
     return groups
 
 
-def _message_groups(tenant_id: int, period: Period) -> list[dict]:
+def _message_groups(tenant_id: int, period: Period, cover: Coverage) -> list[dict]:
     raw, cost_params = message_rollup_select(message_costs())
     facts, params = _facts(
         MessageDailyRollup,
@@ -242,6 +251,7 @@ def _message_groups(tenant_id: int, period: Period) -> list[dict]:
         cost_params,
         tenant_id,
         period,
+        cover,
     )
     sums = ", ".join(f"COALESCE(sum({c}), 0) AS {c}" for c in MESSAGE_COUNTS)
     sql = (
@@ -253,7 +263,7 @@ def _message_groups(tenant_id: int, period: Period) -> list[dict]:
     return _fetch(sql, params)
 
 
-def _escalation_totals(tenant_id: int, period: Period) -> dict:
+def _escalation_totals(tenant_id: int, period: Period, cover: Coverage) -> dict:
     facts, params = _facts(
         EscalationDailyRollup,
         (*ESCALATION_COUNTS, *ESCALATION_HISTOGRAMS),
@@ -261,6 +271,7 @@ def _escalation_totals(tenant_id: int, period: Period) -> dict:
         {},
         tenant_id,
         period,
+        cover,
     )
     sums = ", ".join(f"COALESCE(sum({c}), 0)::bigint AS {c}" for c in ESCALATION_COUNTS)
     hists = ", ".join(f"{hist_sum(h)} AS {h}" for h in ESCALATION_HISTOGRAMS)
@@ -318,7 +329,8 @@ def analytics_success(*, tenant: Tenant, period: Period, now: dt.datetime | None
     """Volume, success rates, funnel, latencies and escalations over a period, from the
     daily rollups for rolled-up days and from the source tables for the rest."""
     now = now or timezone.now()
-    groups = _intervention_groups(tenant.id, period)
+    cover = _coverage(tenant.id, period)
+    groups = _intervention_groups(tenant.id, period, cover)
     targets = _stage_targets(tenant)
     treated_overall = next((r for r in groups["overall"] if not r["is_holdout"]), None)
     holdout_overall = next((r for r in groups["overall"] if r["is_holdout"]), None)
@@ -362,7 +374,7 @@ def analytics_success(*, tenant: Tenant, period: Period, now: dt.datetime | None
             for key in ("source", "price_band", "pipeline_stage", "tier_at_start")
         },
     }
-    messages = _message_groups(tenant.id, period)
+    messages = _message_groups(tenant.id, period, cover)
     funnel = []
     delivery_hist: list = []
     for row in messages:
@@ -370,9 +382,9 @@ def analytics_success(*, tenant: Tenant, period: Period, now: dt.datetime | None
             delivery_hist = row["delivery_hist"]
         elif row["g_provider"] == 1:
             funnel.append(_funnel_row(row))
-    escalations = _escalation_totals(tenant.id, period)
+    escalations = _escalation_totals(tenant.id, period, cover)
     return {
-        "period": _period_out(tenant.id, period),
+        "period": _period_out(period, cover),
         "definition": SUCCESS_DEFINITION,
         "volume": volume,
         "outcomes": outcomes,
@@ -420,8 +432,7 @@ def _funnel_row(row: dict) -> dict:
     }
 
 
-def _period_out(tenant_id: int, period: Period) -> dict:
-    cover = _coverage(tenant_id, period)
+def _period_out(period: Period, cover: Coverage) -> dict:
     return {
         "from": period.first_day.isoformat(),
         "to": period.last_day.isoformat(),
@@ -514,7 +525,8 @@ def analytics_impact(*, tenant: Tenant, period: Period, now: dt.datetime | None 
     incremental saves, revenue protected, cost and ROI, annualised."""
     now = now or timezone.now()
     minimum = settings.TRACKING_MIN_ARM_SIZE
-    groups = _intervention_groups(tenant.id, period)
+    cover = _coverage(tenant.id, period)
+    groups = _intervention_groups(tenant.id, period, cover)
     arms = {bool(r["is_holdout"]): r for r in groups["overall"]}
     empty = dict.fromkeys(INTERVENTION_COUNTS, 0)
     treated, holdout = arms.get(False, empty), arms.get(True, empty)
@@ -522,7 +534,7 @@ def analytics_impact(*, tenant: Tenant, period: Period, now: dt.datetime | None 
     churn_t = n_t - int(treated["episodes_saved"])
     churn_h = n_h - int(holdout["episodes_saved"])
 
-    messages = _message_groups(tenant.id, period)
+    messages = _message_groups(tenant.id, period, cover)
     total = next((r for r in messages if r["g_channel"] == 1), None)
     cost = Decimal(total["cost"] or 0) if total else Decimal(0)
     by_channel = [
@@ -540,7 +552,7 @@ def analytics_impact(*, tenant: Tenant, period: Period, now: dt.datetime | None 
     interventions_treated = int(treated["started"])
     days = _effective_days(tenant, period, now)
     report: dict = {
-        "period": {**_period_out(tenant.id, period), "effective_days": round(days, 2)},
+        "period": {**_period_out(period, cover), "effective_days": round(days, 2)},
         "definition": CHURN_DEFINITION,
         "currency": tenant.currency,
         "saved_lead_value": _money(tenant.saved_lead_value),

@@ -55,6 +55,18 @@ def _lock(tenant_id: int) -> None:
         cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [ROLLUP_LOCK, tenant_id])
 
 
+def _mark(
+    *, tenant_id: int, days: list[dt.date], rolled_at: dt.datetime, through: dt.datetime | None
+) -> None:
+    """Record how far the days' rollup rows reach (through None: the whole day)."""
+    RollupDay.objects.bulk_create(
+        [RollupDay(tenant_id=tenant_id, day=d, rolled_at=rolled_at, through=through) for d in days],
+        update_conflicts=True,
+        unique_fields=["tenant", "day"],
+        update_fields=["rolled_at", "through"],
+    )
+
+
 def _replace_rows(
     *, tenant_id: int, first_day: dt.date, last_day: dt.date, end: dt.datetime
 ) -> dict[str, int]:
@@ -118,18 +130,8 @@ def rollup_days(*, tenant_id: int, first_day: dt.date, last_day: dt.date) -> dic
         last_day=last_day,
         end=day_bounds(first_day, last_day)[1],
     )
-    now = timezone.now()
-    day = first_day
-    marks = []
-    while day <= last_day:
-        marks.append(RollupDay(tenant_id=tenant_id, day=day, rolled_at=now, through=None))
-        day += dt.timedelta(days=1)
-    RollupDay.objects.bulk_create(
-        marks,
-        update_conflicts=True,
-        unique_fields=["tenant", "day"],
-        update_fields=["rolled_at", "through"],
-    )
+    days = [first_day + dt.timedelta(days=i) for i in range((last_day - first_day).days + 1)]
+    _mark(tenant_id=tenant_id, days=days, rolled_at=timezone.now(), through=None)
     return counts
 
 
@@ -158,9 +160,7 @@ def rollup_today(*, tenant_id: int, now: dt.datetime | None = None) -> dict[str,
     if marks.filter(tenant_id=tenant_id, day=day, through__isnull=True).exists():
         return {}
     counts = _replace_rows(tenant_id=tenant_id, first_day=day, last_day=day, end=through)
-    RollupDay.objects.update_or_create(
-        tenant_id=tenant_id, day=day, defaults={"rolled_at": now, "through": through}
-    )
+    _mark(tenant_id=tenant_id, days=[day], rolled_at=now, through=through)
     return counts
 
 
